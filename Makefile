@@ -1,0 +1,54 @@
+# The two commands of the README: `make run` and `make test`. Everything else helps them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STACK ?= dev
+HTTP_PORT ?= 8000
+STATE_DIR ?= .run
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run stop status test unit lint install lock clean
+
+## run: serve the stack's apps (STACK=dev) on a local Ray cluster; Ctrl-C stops it
+run: $(STAMP)
+	$(BIN)/python -m localrun --state-dir $(STATE_DIR) up --stack $(STACK) --http-port $(HTTP_PORT)
+
+## stop: stop a cluster started by `make run` (from another terminal)
+stop: $(STAMP)
+	$(BIN)/python -m localrun --state-dir $(STATE_DIR) down
+
+## status: apps, deployments and replicas of the local cluster
+status: $(STAMP)
+	$(BIN)/python -m localrun --state-dir $(STATE_DIR) status
+
+## test: lint, type-check, then every test (unit, Pulumi mocks, local Ray + Redis)
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## unit: the fast tests only (no local Ray cluster)
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+install: $(STAMP)
+
+# torch first: `pip install torch==2.13.0` takes the CPU wheel where one is provided,
+# and the extras' torch pin is then already satisfied.
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock \
+		-e '.[text-embedding,tabular-classifier,dev]'
+	touch $(STAMP)
+
+## lock: re-pin every transitive dependency after changing pyproject.toml
+lock:
+	$(BIN)/pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/' > requirements.lock
+
+clean:
+	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis

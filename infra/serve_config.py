@@ -1,0 +1,91 @@
+"""Serve config generation: one service's typed config -> the `serveConfigV2` dict.
+
+Every knob is written out, because Serve's defaults have changed between releases
+(max_ongoing_requests went from 100 to 5) and a config that relies on them changes
+behaviour on a Ray upgrade without a diff.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from infra.config import (
+    App,
+    Deployment,
+    Service,
+    StackConfig,
+    normalize_route_prefix,
+    quantity_value,
+)
+
+SERVE_PORT = 8000
+# GKE's L7 load balancers keep idle backend connections for 600 s; a backend that
+# closes them sooner races the balancer and turns some requests into 502s.
+KEEP_ALIVE_TIMEOUT_S = 620
+
+
+def deployment_config(dep: Deployment) -> dict[str, Any]:
+    options = dep.ray_actor_options
+    actor_options: dict[str, Any] = {"num_cpus": options.num_cpus, "num_gpus": options.num_gpus}
+    if options.memory is not None:
+        actor_options["memory"] = int(quantity_value(options.memory))
+    config: dict[str, Any] = {
+        "name": dep.name,
+        "max_ongoing_requests": dep.max_ongoing_requests,
+        "max_queued_requests": dep.max_queued_requests,
+        "ray_actor_options": actor_options,
+        "user_config": dict(dep.user_config),
+        "graceful_shutdown_timeout_s": dep.graceful_shutdown_timeout_s,
+        "health_check_period_s": dep.health_check_period_s,
+        "health_check_timeout_s": dep.health_check_timeout_s,
+    }
+    if dep.autoscaling is not None:
+        scale = dep.autoscaling
+        config["autoscaling_config"] = {
+            "min_replicas": scale.min_replicas,
+            "max_replicas": scale.max_replicas,
+            "initial_replicas": scale.initial_replicas,
+            "target_ongoing_requests": scale.target_ongoing_requests,
+            "upscale_delay_s": scale.upscale_delay_s,
+            "downscale_delay_s": scale.downscale_delay_s,
+        }
+    else:
+        config["num_replicas"] = dep.num_replicas if dep.num_replicas is not None else 1
+    return config
+
+
+def application_config(app: App) -> dict[str, Any]:
+    return {
+        "name": app.name,
+        "route_prefix": normalize_route_prefix(app.route_prefix),
+        "import_path": app.import_path,
+        "args": dict(app.args),
+        "deployments": [deployment_config(d) for d in app.deployments],
+    }
+
+
+def serve_config(stack: StackConfig, service: Service) -> dict[str, Any]:
+    """The Serve config a RayService of this service runs (its `serveConfigV2`)."""
+    return {
+        "proxy_location": "EveryNode",
+        "http_options": {
+            "host": "0.0.0.0",  # noqa: S104 - the proxy serves the pod's Service
+            "port": SERVE_PORT,
+            "request_timeout_s": stack.request_timeout_s,
+            "keep_alive_timeout_s": KEEP_ALIVE_TIMEOUT_S,
+        },
+        "logging_config": {
+            "encoding": "JSON",
+            "log_level": stack.log_level,
+            "enable_access_log": True,
+        },
+        "applications": [application_config(app) for app in service.apps],
+    }
+
+
+def stack_serve_config(stack: StackConfig) -> dict[str, Any]:
+    """All of a stack's apps on one Serve instance: what `make run` deploys locally."""
+    configs = [serve_config(stack, service) for service in stack.services]
+    merged = dict(configs[0])
+    merged["applications"] = [app for config in configs for app in config["applications"]]
+    return merged

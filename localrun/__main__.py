@@ -1,0 +1,268 @@
+"""`python -m localrun up|down|status`: what `make run`, `make stop`, `make status` call."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import math
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import httpx
+
+from infra.config import PROJECT_ROOT, App, ConfigError, StackConfig
+from infra.config_sources import load_stack_file
+from infra.serve_config import stack_serve_config
+from localrun.cluster import (
+    ClusterState,
+    LocalCluster,
+    LocalRunError,
+    app_summary,
+    applications,
+    deploy,
+    kill_session,
+    port_is_free,
+    session_alive,
+    wait_until_running,
+)
+from localrun.localize import local_gpu_count, localize, logical_cpus_needed
+
+DEFAULT_STATE_DIR = PROJECT_ROOT / ".run"
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def prepare_artifacts(stack: StackConfig, model_dir: Path) -> None:
+    """Run `train --if-missing` for every app package that has a train module."""
+    packages = sorted(
+        {app.import_path.split(":")[0].rsplit(".", 1)[0] for _, app in stack.all_apps()}
+    )
+    for package in packages:
+        if importlib.util.find_spec(f"{package}.train") is None:
+            continue
+        say(f"==> {package}: model artifact")
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                f"{package}.train",
+                "--if-missing",
+                "--model-dir",
+                str(model_dir),
+            ],
+            check=True,
+            cwd=PROJECT_ROOT,
+        )
+
+
+def write_examples(stack: StackConfig, state_dir: Path) -> dict[str, Path]:
+    examples_dir = state_dir / "examples"
+    examples_dir.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for _, app in stack.all_apps():
+        module = importlib.import_module(app.import_path.split(":")[0])
+        example = getattr(module, "example_request", None)
+        if example is not None:
+            path = examples_dir / f"{app.name}.json"
+            path.write_text(json.dumps(example()) + "\n", encoding="utf-8")
+            paths[app.name] = path
+    return paths
+
+
+def smoke_test(url: str, key: str, example: Path) -> tuple[int, float]:
+    start = time.monotonic()
+    response = httpx.post(
+        url,
+        content=example.read_bytes(),
+        timeout=60,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    )
+    return response.status_code, time.monotonic() - start
+
+
+def curl_line(url: str, key: str, example: Path | None) -> str:
+    parts = ["curl", "-sS", "-H", f"Authorization: Bearer {key}"]
+    if example is not None:
+        parts += ["-H", "Content-Type: application/json", "-d", f"@{example}"]
+    return shlex.join([*parts, url])
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    state_file = args.state_dir / "state.json"
+    if state_file.is_file():
+        old = ClusterState.load(state_file)
+        if old.ray_sid and session_alive(old.ray_sid):
+            raise LocalRunError(
+                f"a local cluster is already running ({state_file}); `make stop` first"
+            )
+    if not port_is_free(args.http_port):
+        raise LocalRunError(
+            f"port {args.http_port} is in use; pass --http-port (HTTP_PORT=... make run)"
+        )
+
+
+def _start_and_deploy(
+    cluster: LocalCluster, config: dict[str, Any], apps: list[App], args: argparse.Namespace
+) -> str:
+    """Redis, Ray, deploy, wait for RUNNING; returns this run's API key."""
+    key = cluster.create_api_key()
+    if cluster.start_redis():
+        say(f"==> redis-server on 127.0.0.1:{cluster.state.redis_port} with AUTH")
+        say("==> GCS fault tolerance ON")
+    elif args.no_redis:
+        say("==> --no-redis: GCS fault tolerance OFF")
+    cluster.start_ray()
+    say(f"==> ray head up; dashboard {cluster.state.dashboard_url}")
+    deploy(cluster.state.dashboard_url, config)
+    say("==> deploying " + ", ".join(a.name for a in apps))
+    wait_until_running(
+        cluster.state.dashboard_url,
+        [a.name for a in apps],
+        args.timeout,
+        on_change=lambda name, summary: say(f"    [{_elapsed(args):6.1f}s] {name}: {summary}"),
+    )
+    say(f"==> all apps RUNNING after {_elapsed(args):.1f}s")
+    return key
+
+
+def _elapsed(args: argparse.Namespace) -> float:
+    return time.monotonic() - float(args.started)
+
+
+def _show_endpoints(
+    cluster: LocalCluster,
+    key: str,
+    apps: list[App],
+    examples: dict[str, Path],
+    args: argparse.Namespace,
+) -> None:
+    base = cluster.state.http_url
+    for app in apps:
+        if app.name in examples:
+            status, latency = smoke_test(base + app.route_prefix, key, examples[app.name])
+            say(
+                f"    {app.name}: POST {app.route_prefix} -> {status} "
+                f"in {latency * 1000:.0f} ms ({_elapsed(args):.1f}s after start)"
+            )
+    say(f"\nAPI key for this run (its hash is in {cluster.state.api_key_file}):\n  {key}\n")
+    for app in apps:
+        say(f"{app.name}: {base}{app.route_prefix}")
+        say(f"  {curl_line(base + app.route_prefix, key, examples.get(app.name))}")
+    say(f"\nRay dashboard: {cluster.state.dashboard_url}")
+    say("status: make status   stop: Ctrl-C here, or make stop")
+
+
+def up(args: argparse.Namespace) -> int:
+    args.started = time.monotonic()
+    _preflight(args)
+    stack = load_stack_file(args.stack)
+    apps = [app for _, app in stack.all_apps()]
+    say(f"==> stack {args.stack}: " + ", ".join(f"{a.name} {a.route_prefix}" for a in apps))
+    prepare_artifacts(stack, PROJECT_ROOT / ".cache" / "models")
+    examples = write_examples(stack, args.state_dir)
+    config, notes = localize(
+        stack_serve_config(stack), http_port=args.http_port, gpus=local_gpu_count()
+    )
+    for note in notes:
+        say(f"==> note: {note}")
+    cluster = LocalCluster(
+        PROJECT_ROOT,
+        args.state_dir,
+        namespace=f"rayserve-gke-{args.stack}",
+        use_redis=not args.no_redis,
+        num_cpus=max(math.ceil(logical_cpus_needed(config)), 4),
+    )
+    cluster.state.ports.http = args.http_port
+    signal.signal(signal.SIGTERM, _raise_stop)
+    try:
+        key = _start_and_deploy(cluster, config, apps, args)
+        _show_endpoints(cluster, key, apps, examples, args)
+        signal.signal(signal.SIGINT, _raise_stop)
+        while cluster.ray_running():
+            time.sleep(1)
+        say("==> the Ray head exited; stopping")
+        return 1
+    except (_Stop, KeyboardInterrupt):
+        say("\n==> stopping")
+        return 0
+    finally:
+        cluster.stop()
+        say("==> stopped: Ray and Redis are down")
+
+
+def down(args: argparse.Namespace) -> int:
+    state_file = args.state_dir / "state.json"
+    if not state_file.is_file():
+        say("no local cluster is running")
+        return 0
+    state = ClusterState.load(state_file)
+    for sid in (state.ray_sid, state.redis_sid):
+        if sid is not None:
+            kill_session(sid)
+    state_file.unlink(missing_ok=True)
+    say("stopped: Ray and Redis are down")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    state_file = args.state_dir / "state.json"
+    if not state_file.is_file():
+        say("no local cluster is running (make run starts one)")
+        return 1
+    state = ClusterState.load(state_file)
+    try:
+        apps: dict[str, Any] = applications(state.dashboard_url)
+    except httpx.HTTPError as exc:
+        raise LocalRunError(
+            f"the Ray dashboard at {state.dashboard_url} does not answer: {exc}"
+        ) from None
+    say(
+        f"Ray dashboard {state.dashboard_url}; Serve {state.http_url}; "
+        f"GCS fault tolerance {'ON' if state.redis_port else 'OFF'}"
+    )
+    for name, app in apps.items():
+        say(f"  {name:<14} {app.get('route_prefix') or '':<12} {app_summary(app)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m localrun", description=__doc__)
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    commands = parser.add_subparsers(dest="command", required=True)
+    start = commands.add_parser("up", help="start Redis and Ray, deploy the stack's apps, serve")
+    start.add_argument("--stack", default="dev", help="which Pulumi.<stack>.yaml to serve")
+    start.add_argument("--http-port", type=int, default=8000)
+    start.add_argument("--timeout", type=float, default=600, help="seconds to wait for RUNNING")
+    start.add_argument("--no-redis", action="store_true", help="run without GCS fault tolerance")
+    commands.add_parser("down", help="stop the local cluster")
+    commands.add_parser("status", help="show apps and replicas")
+    args = parser.parse_args(argv)
+    try:
+        return {"up": up, "down": down, "status": status}[args.command](args)
+    except ConfigError as exc:
+        say(str(exc))
+        return 2
+    except LocalRunError as exc:
+        say(f"error: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

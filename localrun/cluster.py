@@ -1,0 +1,393 @@
+"""A local Ray cluster wired like the GKE one: Redis behind the GCS, API-key proxy.
+
+Every process is started in a session of its own and stopped by session id, so
+teardown leaves nothing behind and never touches another Ray cluster on the machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from serve_apps.auth.keys import hash_key, new_key
+from serve_apps.auth.middleware import KEYS_FILE_ENV
+from serve_apps.common.artifacts import MODEL_DIR_ENV
+
+PROXY_CALLBACK = "serve_apps.auth.middleware:proxy_middlewares"
+LOCALHOST = "127.0.0.1"
+
+
+class LocalRunError(RuntimeError):
+    """Something the user must act on; printed without a traceback."""
+
+
+def free_port() -> int:
+    """A free TCP port from the OS's ephemeral range (clear of Ray's worker ports)."""
+    with socket.socket() as sock:
+        sock.bind((LOCALHOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((LOCALHOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(
+    port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise LocalRunError(f"{process.args!r} exited with code {process.returncode}")
+        with socket.socket() as sock:
+            sock.settimeout(0.5)
+            if sock.connect_ex((LOCALHOST, port)) == 0:
+                return
+        time.sleep(0.1)
+    raise LocalRunError(f"nothing listening on {LOCALHOST}:{port} after {timeout_s:.0f}s")
+
+
+def kill_session(sid: int, grace_s: float = 10.0) -> int:
+    """SIGTERM every process of a session, SIGKILL what is left after `grace_s`.
+
+    Ray gives workers process groups of their own, but they stay in the session that
+    `ray start` was launched in, so the session id finds all of them. Returns how many
+    processes were signalled.
+    """
+
+    def members() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter():
+            try:
+                if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                continue
+        return found
+
+    procs = members()
+    for proc in procs:
+        _signal(proc, signal.SIGTERM)
+    _, alive = psutil.wait_procs(procs, timeout=grace_s)
+    for proc in alive + members():
+        _signal(proc, signal.SIGKILL)
+    psutil.wait_procs(alive, timeout=5)
+    return len(procs)
+
+
+def session_alive(sid: int) -> bool:
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except (ProcessLookupError, PermissionError, psutil.Error):
+            continue
+    return False
+
+
+def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
+    with contextlib.suppress(psutil.Error):
+        proc.send_signal(sig)
+
+
+@dataclass
+class ClusterPorts:
+    gcs: int = field(default_factory=free_port)
+    dashboard: int = field(default_factory=free_port)
+    client: int = field(default_factory=free_port)
+    metrics: int = field(default_factory=free_port)
+    agent_http: int = field(default_factory=free_port)
+    agent_grpc: int = field(default_factory=free_port)
+    runtime_env_agent: int = field(default_factory=free_port)
+    http: int = 8000
+
+
+@dataclass
+class ClusterState:
+    """What `make stop` and `make status` need to find a running cluster."""
+
+    ports: ClusterPorts
+    ray_sid: int | None = None
+    redis_sid: int | None = None
+    redis_port: int | None = None
+    api_key_file: str = ""
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.ports.dashboard}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.ports.http}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{LOCALHOST}:{self.ports.metrics}/metrics"
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path) -> ClusterState:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["ports"] = ClusterPorts(**data["ports"])
+        return cls(**data)
+
+
+class LocalCluster:
+    """Redis + a Ray head on this machine, with the platform's env on every process."""
+
+    def __init__(
+        self,
+        project_root: Path,
+        state_dir: Path,
+        *,
+        namespace: str,
+        ports: ClusterPorts | None = None,
+        use_redis: bool = True,
+        num_cpus: int | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.project_root = project_root
+        self.state_dir = state_dir
+        self.namespace = namespace
+        self.state = ClusterState(ports=ports or ClusterPorts())
+        self.use_redis = use_redis
+        self.num_cpus = num_cpus or max(os.cpu_count() or 1, 4)
+        self.log = log
+        self._redis_password = secrets.token_urlsafe(24)
+        self._ray: subprocess.Popen[bytes] | None = None
+        self._redis: subprocess.Popen[bytes] | None = None
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_file = state_dir / "state.json"
+
+    # -- API keys ----------------------------------------------------------------------
+
+    def create_api_key(self, name: str = "local") -> str:
+        """A fresh key for this run; only its hash is written where the proxy reads it."""
+        key = new_key()
+        key_file = self.state_dir / "api-keys.json"
+        _write_private(key_file, json.dumps({name: hash_key(key)}) + "\n")
+        _write_private(self.state_dir / "api-key", key + "\n")
+        self.state.api_key_file = str(key_file)
+        return key
+
+    # -- Redis -------------------------------------------------------------------------
+
+    def start_redis(self) -> bool:
+        """Start redis-server with AUTH on a free port; False (and a warning) without it."""
+        binary = shutil.which("redis-server")
+        if not self.use_redis:
+            return False
+        if binary is None:
+            self.log(
+                "WARNING: redis-server is not on the PATH: GCS fault tolerance is OFF, so a "
+                "head restart loses every app. Install it (apt-get install redis-server, "
+                "brew install redis) to run as the cluster does."
+            )
+            self.use_redis = False
+            return False
+        port = free_port()
+        data_dir = self.state_dir / "redis"
+        data_dir.mkdir(exist_ok=True)
+        conf = data_dir / "redis.conf"
+        # redis-server reads its password from a 0600 file. (Ray's own processes take
+        # it on their command lines: Ray's behaviour, and loopback-only here.)
+        settings = [
+            f"port {port}",
+            f"bind {LOCALHOST}",
+            "protected-mode yes",
+            f"requirepass {self._redis_password}",
+            'save ""',
+            "appendonly no",
+            f"dir {data_dir}",
+            f"logfile {data_dir / 'redis.log'}",
+        ]
+        _write_private(conf, "\n".join(settings) + "\n")
+        self._redis = subprocess.Popen([binary, str(conf)], start_new_session=True)
+        wait_for_port(port, 15, self._redis)
+        self.state.redis_sid = self._redis.pid
+        self.state.redis_port = port
+        self.state.save(self.state_file)
+        return True
+
+    # -- Ray ---------------------------------------------------------------------------
+
+    def ray_env(self) -> dict[str, str]:
+        """The environment every Ray process (proxy, replicas) inherits from `ray start`."""
+        env = dict(os.environ)
+        python_path = [str(self.project_root), env.get("PYTHONPATH", "")]
+        env.update(
+            {
+                "PYTHONPATH": os.pathsep.join(p for p in python_path if p),
+                "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": PROXY_CALLBACK,
+                KEYS_FILE_ENV: self.state.api_key_file,
+                MODEL_DIR_ENV: str(self.project_root / ".cache" / "models"),
+                "HF_HUB_OFFLINE": "1",
+                "TRANSFORMERS_OFFLINE": "1",
+                "RAY_USAGE_STATS_ENABLED": "0",
+                # One GCS namespace per stack, as KubeRay keys it per RayCluster.
+                "RAY_external_storage_namespace": self.namespace,
+            }
+        )
+        if self.use_redis and self.state.redis_port:
+            env["RAY_REDIS_ADDRESS"] = f"{LOCALHOST}:{self.state.redis_port}"
+        else:
+            env.pop("RAY_REDIS_ADDRESS", None)
+        return env
+
+    def start_ray(self, timeout_s: float = 90) -> None:
+        ports = self.state.ports
+        command = [
+            str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+            "--node-ip-address", LOCALHOST,
+            "--port", str(ports.gcs),
+            "--dashboard-host", LOCALHOST,
+            "--dashboard-port", str(ports.dashboard),
+            "--ray-client-server-port", str(ports.client),
+            "--metrics-export-port", str(ports.metrics),
+            "--dashboard-agent-listen-port", str(ports.agent_http),
+            "--dashboard-agent-grpc-port", str(ports.agent_grpc),
+            "--runtime-env-agent-port", str(ports.runtime_env_agent),
+            "--num-cpus", str(self.num_cpus),
+            "--disable-usage-stats",
+        ]  # fmt: skip
+        if self.use_redis and self.state.redis_port:
+            command += ["--redis-password", self._redis_password]
+        log_file = (self.state_dir / "ray-head.log").open("ab")
+        self._ray = subprocess.Popen(
+            command,
+            env=self.ray_env(),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=self.project_root,
+        )
+        self.state.ray_sid = self._ray.pid
+        self.state.save(self.state_file)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._ray.poll() is not None:
+                raise LocalRunError(
+                    f"ray start exited with code {self._ray.returncode}; "
+                    f"see {self.state_dir / 'ray-head.log'}"
+                )
+            try:
+                if (
+                    httpx.get(f"{self.state.dashboard_url}/api/version", timeout=2).status_code
+                    == 200
+                ):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise LocalRunError(f"the Ray dashboard did not answer within {timeout_s:.0f}s")
+
+    def kill_ray(self, grace_s: float = 10.0) -> None:
+        """Stop the head and every Ray process it started (a head failure, with grace 0)."""
+        if self.state.ray_sid is not None:
+            kill_session(self.state.ray_sid, grace_s)
+        if self._ray is not None:
+            self._ray.wait(timeout=10)
+        self._ray = None
+        self.state.ray_sid = None
+
+    def ray_running(self) -> bool:
+        return self._ray is not None and self._ray.poll() is None
+
+    def stop(self) -> None:
+        self.kill_ray()
+        if self.state.redis_sid is not None:
+            kill_session(self.state.redis_sid, 5)
+            self.state.redis_sid = None
+        if self._redis is not None:
+            self._redis.wait(timeout=10)
+            self._redis = None
+        self.state_file.unlink(missing_ok=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+# -- Serve REST API (what `serve deploy` / `serve status` use) ---------------------------
+
+
+def deploy(dashboard_url: str, config: dict[str, Any]) -> None:
+    response = httpx.put(f"{dashboard_url}/api/serve/applications/", json=config, timeout=120)
+    if response.status_code != 200:
+        raise LocalRunError(f"Serve rejected the config ({response.status_code}): {response.text}")
+
+
+def applications(dashboard_url: str) -> dict[str, Any]:
+    response = httpx.get(f"{dashboard_url}/api/serve/applications/", timeout=10)
+    response.raise_for_status()
+    return dict(response.json().get("applications") or {})
+
+
+def app_summary(app: dict[str, Any]) -> str:
+    parts = []
+    for name, dep in (app.get("deployments") or {}).items():
+        states = Counter(r.get("state") for r in dep.get("replicas") or [])
+        replicas = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        target = dep.get("target_num_replicas")
+        detail = f" [{replicas or 'no replicas'}; target {target}]" if target is not None else ""
+        parts.append(f"{name}: {dep.get('status')}{detail}")
+    return f"{app.get('status')} ({'; '.join(parts) or 'no deployments yet'})"
+
+
+def wait_until_running(
+    dashboard_url: str,
+    app_names: list[str],
+    timeout_s: float,
+    on_change: Callable[[str, str], None] = lambda app, summary: None,
+) -> dict[str, Any]:
+    """Poll until every app is RUNNING; LocalRunError with the app's error on failure."""
+    deadline = time.monotonic() + timeout_s
+    last: dict[str, str] = {}
+    apps: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        try:
+            apps = applications(dashboard_url)
+        except httpx.HTTPError:
+            time.sleep(1)
+            continue
+        for name in app_names:
+            app = apps.get(name, {"status": "NOT_STARTED"})
+            summary = app_summary(app)
+            if last.get(name) != summary:
+                last[name] = summary
+                on_change(name, summary)
+            if app.get("status") == "DEPLOY_FAILED":
+                raise LocalRunError(f"app '{name}' failed to deploy:\n{app.get('message', '')}")
+        if all(apps.get(n, {}).get("status") == "RUNNING" for n in app_names):
+            return apps
+        time.sleep(0.5)
+    pending = {n: last.get(n) for n in app_names if apps.get(n, {}).get("status") != "RUNNING"}
+    messages = "\n".join(
+        f"  {n}: {apps.get(n, {}).get('message') or s}" for n, s in pending.items()
+    )
+    raise LocalRunError(f"apps not RUNNING after {timeout_s:.0f}s:\n{messages}")

@@ -1,0 +1,60 @@
+"""What changes between the cluster's serve config and a laptop's: as little as possible."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+from typing import Any
+
+from localrun.cluster import LOCALHOST
+
+
+def local_gpu_count() -> int:
+    """GPUs `nvidia-smi` lists here (Ray detects the same ones); 0 without a driver."""
+    binary = shutil.which("nvidia-smi")
+    if binary is None:
+        return 0
+    try:
+        out = subprocess.run([binary, "-L"], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def localize(
+    serve_config: dict[str, Any], *, http_port: int, gpus: int
+) -> tuple[dict[str, Any], list[str]]:
+    """The stack's serve config for this machine, and a note for every change made.
+
+    Only two things change: the proxy listens on loopback at `http_port`, and GPU
+    requests become CPU replicas when this machine has no GPU (the apps pick their
+    device at start-up, so the same code runs either way).
+    """
+    config = copy.deepcopy(serve_config)
+    config["http_options"]["host"] = LOCALHOST
+    config["http_options"]["port"] = http_port
+    notes = []
+    for app in config["applications"]:
+        for dep in app.get("deployments", []):
+            options = dep.get("ray_actor_options", {})
+            wanted = options.get("num_gpus", 0)
+            if wanted and gpus == 0:
+                options["num_gpus"] = 0
+                notes.append(
+                    f"{app['name']}/{dep['name']} asks for {wanted:g} GPU(s); this machine "
+                    "has none, so it runs on CPU here"
+                )
+    return config, notes
+
+
+def logical_cpus_needed(serve_config: dict[str, Any]) -> float:
+    """CPUs the apps reserve at their largest, so Ray never leaves a replica pending."""
+    total = 0.0
+    for app in serve_config["applications"]:
+        for dep in app.get("deployments", []):
+            replicas = dep.get("autoscaling_config", {}).get("max_replicas") or dep.get(
+                "num_replicas", 1
+            )
+            total += replicas * dep.get("ray_actor_options", {}).get("num_cpus", 1)
+    return total + 1  # the Serve controller and the proxy

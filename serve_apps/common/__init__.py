@@ -1,0 +1,1 @@
+"""Pieces every Serve app shares: request parsing and batching knobs."""

