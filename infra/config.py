@@ -41,7 +41,7 @@ _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 def _k8s_name(max_length: int) -> Any:
     def check(value: str) -> str:
-        if len(value) > max_length or not _DNS_LABEL.match(value):
+        if len(value) > max_length or not _DNS_LABEL.fullmatch(value):
             raise ValueError(
                 f"'{value}' is not a valid Kubernetes name: use lowercase letters, digits "
                 f"and '-', start with a letter, end with a letter or digit, "
@@ -78,14 +78,14 @@ _UNITS = {
 
 def quantity_value(quantity: str) -> float:
     """A Kubernetes quantity as a number: `8Gi` -> 8589934592, `500m` -> 0.5."""
-    match = _QUANTITY.match(quantity)
+    match = _QUANTITY.fullmatch(quantity)
     if not match:
         raise ValueError(f"'{quantity}' is not a Kubernetes quantity")
     return float(match.group("num")) * _UNITS[match.group("unit")]
 
 
 def _check_quantity(value: str) -> str:
-    if not _QUANTITY.match(value) or quantity_value(value) <= 0:
+    if not _QUANTITY.fullmatch(value) or quantity_value(value) <= 0:
         raise ValueError(
             f"'{value}' is not a positive Kubernetes quantity (e.g. '2', '500m', '8Gi', '512Mi')"
         )
@@ -96,7 +96,7 @@ Quantity = Annotated[str, AfterValidator(_check_quantity)]
 
 
 def _check_route_prefix(value: str) -> str:
-    if not re.match(r"^/[A-Za-z0-9._~/-]*$", value) or "//" in value:
+    if not re.fullmatch(r"^/[A-Za-z0-9._~/-]*$", value) or "//" in value:
         raise ValueError(
             f"'{value}' is not a route prefix: start with '/', then letters, digits "
             "and . _ ~ - /, no empty segments (e.g. '/embed', '/v1/classify')"
@@ -113,7 +113,7 @@ def normalize_route_prefix(prefix: str) -> str:
 
 
 def _check_import_path(value: str) -> str:
-    if not re.match(r"^serve_apps(\.[A-Za-z_][A-Za-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*$", value):
+    if not re.fullmatch(r"^serve_apps(\.[A-Za-z_][A-Za-z0-9_]*)+:[A-Za-z_][A-Za-z0-9_]*$", value):
         raise ValueError(
             f"'{value}' is not a builder import path: use 'serve_apps.<package>.<module>:"
             "<builder>' (apps live in serve_apps/, which every image carries)"
@@ -396,6 +396,9 @@ def _import_path_issue(import_path: str) -> str | None:
     is parsed, so the Pulumi program needs no model libraries to check a builder.
     """
     module_name, _, attr = import_path.partition(":")
+    problem = _parent_package_issue(module_name)
+    if problem:
+        return f"'{import_path}' does not resolve: {problem}"
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError) as exc:
@@ -408,6 +411,22 @@ def _import_path_issue(import_path: str) -> str | None:
         return f"'{import_path}' does not resolve: {module_name} cannot be read ({exc})"
     if attr not in _top_level_names(tree):
         return f"'{import_path}' does not resolve: {module_name} defines no '{attr}'"
+    return None
+
+
+def _parent_package_issue(module_name: str) -> str | None:
+    """find_spec imports every parent, so each must be a package, never a module."""
+    parts = module_name.split(".")
+    for i in range(1, len(parts)):
+        parent = ".".join(parts[:i])
+        try:
+            spec = importlib.util.find_spec(parent)
+        except (ImportError, ValueError) as exc:
+            return str(exc)
+        if spec is None:
+            return f"no module '{parent}'"
+        if spec.submodule_search_locations is None:
+            return f"'{parent}' is a module, not a package"
     return None
 
 
@@ -462,7 +481,11 @@ def _node_pool_issues(cfg: StackConfig) -> list[ConfigIssue]:
                     "allowed: 0 <= minNodes <= maxNodes",
                 )
             )
-        family = gpu_catalog.machine_family(pool.machine_type)
+        family = (  # fullmatch first: the catalog's `$` also matches before a final newline
+            gpu_catalog.machine_family(pool.machine_type)
+            if re.fullmatch(r"[a-z0-9-]+", pool.machine_type)
+            else None
+        )
         if family is None:
             issues.append(
                 ConfigIssue(
@@ -512,7 +535,7 @@ def _service_issues(cfg: StackConfig, project_root: Path) -> list[ConfigIssue]:
     for i, service in enumerate(cfg.services):
         at = f"services[{i}]"
         dockerfile = project_root / "images" / service.image_dir / "Dockerfile"
-        if not dockerfile.is_file():
+        if not _is_file(dockerfile):
             available = sorted(
                 p.parent.name for p in (project_root / "images").glob("*/Dockerfile")
             )
@@ -558,6 +581,13 @@ def _service_issues(cfg: StackConfig, project_root: Path) -> list[ConfigIssue]:
         for j, app in enumerate(service.apps):
             issues += _app_issues(app, f"{at}.apps[{j}]", gpu_capacity)
     return issues
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name too long for the filesystem
+        return False
 
 
 def _safe_gpus(cfg: StackConfig, pool: NodePool) -> int:
@@ -678,7 +708,7 @@ def _cluster_issues(cfg: StackConfig) -> list[ConfigIssue]:
                 "in-cluster ('none' is for dev stacks only)",
             )
         )
-    if cfg.cluster_mode == "gke" and not re.match(
+    if cfg.cluster_mode == "gke" and not re.fullmatch(
         r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$", cfg.gcp_project
     ):
         issues.append(
@@ -690,11 +720,11 @@ def _cluster_issues(cfg: StackConfig) -> list[ConfigIssue]:
         )
     if cfg.cluster_mode == "existing" and not cfg.kube_context:
         issues.append(ConfigIssue("kubeContext", "required when clusterMode is existing"))
-    if not re.match(r"^[a-z]+-[a-z]+\d+$", cfg.region):
+    if not re.fullmatch(r"^[a-z]+-[a-z]+\d+$", cfg.region):
         issues.append(
             ConfigIssue("region", f"'{cfg.region}' is not a GCP region (e.g. us-central1)")
         )
-    if cfg.zone and not re.match(rf"^{re.escape(cfg.region)}-[a-z]$", cfg.zone):
+    if cfg.zone and not re.fullmatch(rf"^{re.escape(cfg.region)}-[a-z]$", cfg.zone):
         issues.append(
             ConfigIssue(
                 "zone",

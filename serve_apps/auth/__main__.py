@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("no key on stdin")
         print(hash_key(key))
         return 0
-    if not KEY_NAME_PATTERN.match(args.name):
+    if not KEY_NAME_PATTERN.fullmatch(args.name):
         parser.error(f"name must match {KEY_NAME_PATTERN.pattern}")
     key = new_key()
     print(f"key (give to the client; it is not stored anywhere): {key}")

@@ -36,10 +36,10 @@ def parse_key_hashes(document: object) -> dict[str, str]:
         raise KeyFileError("the key file must be a non-empty JSON object {name: sha256 hex}")
     hashes: dict[str, str] = {}
     for name, value in document.items():
-        if not isinstance(name, str) or not KEY_NAME_PATTERN.match(name):
+        if not isinstance(name, str) or not KEY_NAME_PATTERN.fullmatch(name):
             raise KeyFileError(f"key name {name!r} must match {KEY_NAME_PATTERN.pattern}")
         digest = value.removeprefix("sha256:").lower() if isinstance(value, str) else ""
-        if not _HEX_DIGEST.match(digest):
+        if not _HEX_DIGEST.fullmatch(digest):
             raise KeyFileError(f"key '{name}': the value must be a SHA-256 hex digest")
         hashes[name] = digest
     return hashes
@@ -52,6 +52,8 @@ def read_key_file(path: Path) -> dict[str, str]:
         raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
     except json.JSONDecodeError as exc:
         raise KeyFileError(f"{path} is not JSON: {exc.msg}") from None
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{path} is not UTF-8 text") from None
     return parse_key_hashes(document)
 
 

@@ -120,7 +120,10 @@ async def _unauthorized(scope: Scope, send: Send, reason: str) -> None:
         await send({"type": "websocket.close", "code": 1008, "reason": reason})
         return
     body = json.dumps({"error": reason, "hint": "send 'Authorization: Bearer <API key>'"}).encode()
-    error = "invalid_token" if reason == "invalid API key" else "invalid_request"
+    # RFC 6750 section 3.1: no error code when the request carried no credentials.
+    challenge = 'Bearer realm="rayserve"'
+    if reason == "invalid API key":
+        challenge += ', error="invalid_token"'
     await send(
         {
             "type": "http.response.start",
@@ -128,7 +131,7 @@ async def _unauthorized(scope: Scope, send: Send, reason: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
-                (b"www-authenticate", f'Bearer realm="rayserve", error="{error}"'.encode()),
+                (b"www-authenticate", challenge.encode()),
             ],
         }
     )

@@ -1,0 +1,100 @@
+"""GCS fault tolerance: a head restart on the same Redis keeps every app; without it, not.
+
+Each test starts its own local cluster through the same code `make run` uses, deploys
+the dev stack, then kills the head with SIGKILL (a crash, not a shutdown) and starts
+it again on the same ports.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from infra.config import PROJECT_ROOT
+from infra.config_sources import load_stack_file
+from infra.serve_config import stack_serve_config
+from localrun.cluster import (
+    LocalCluster,
+    applications,
+    deploy,
+    free_port,
+    session_alive,
+    wait_until_running,
+)
+from localrun.localize import localize
+from tests.integration.conftest import wait_for_status
+
+APPS = ["embeddings", "classifier"]
+
+
+def _start_dev_stack(state_dir: Path, *, use_redis: bool) -> tuple[LocalCluster, str]:
+    cluster = LocalCluster(PROJECT_ROOT, state_dir, namespace="ft-test", use_redis=use_redis)
+    cluster.state.ports.http = free_port()
+    key = cluster.create_api_key()
+    assert cluster.start_redis() is use_redis
+    cluster.start_ray()
+    config, _ = localize(
+        stack_serve_config(load_stack_file("dev")), http_port=cluster.state.ports.http, gpus=0
+    )
+    deploy(cluster.state.dashboard_url, config)
+    wait_until_running(cluster.state.dashboard_url, APPS, 400)
+    return cluster, key
+
+
+def _crash_and_restart_head(cluster: LocalCluster) -> float:
+    """SIGKILL every Ray process, start the head again; returns when the dashboard answers."""
+    sid = cluster.state.ray_sid
+    assert sid is not None
+    cluster.kill_ray(grace_s=0)
+    assert not session_alive(sid)
+    start = time.monotonic()
+    cluster.start_ray()
+    return start
+
+
+def test_head_restart_on_the_same_redis_keeps_every_app(
+    tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    cluster, key = _start_dev_stack(tmp_path, use_redis=True)
+    try:
+        headers = {"Authorization": f"Bearer {key}"}
+        url = cluster.state.http_url
+        body = {"texts": ["before the crash"]}
+        assert httpx.post(f"{url}/embed", json=body, headers=headers, timeout=60).status_code == 200
+
+        restarted_at = _crash_and_restart_head(cluster)
+        # No deploy call from here on: the Serve controller comes back from Redis.
+        example = {"texts": ["after the crash"]}
+        wait_for_status(f"{url}/embed", 200, 300, json=example, headers=headers)
+        classify_schema_ok = httpx.get(f"{url}/classify", headers=headers, timeout=60)
+        recovered_s = time.monotonic() - restarted_at
+        assert classify_schema_ok.status_code == 200
+        statuses = {
+            name: app["status"] for name, app in applications(cluster.state.dashboard_url).items()
+        }
+        assert statuses == {"embeddings": "RUNNING", "classifier": "RUNNING"}
+        record_property("recovery_seconds", round(recovered_s, 1))
+        print(f"\nGCS fault tolerance: apps serving {recovered_s:.1f}s after the head restart")
+    finally:
+        cluster.stop()
+
+
+def test_head_restart_without_redis_loses_every_app(tmp_path: Path) -> None:
+    cluster, key = _start_dev_stack(tmp_path, use_redis=False)
+    try:
+        _crash_and_restart_head(cluster)
+        # A fresh GCS knows nothing: no Serve controller, no apps, nothing on the port.
+        assert applications(cluster.state.dashboard_url) == {}
+        with pytest.raises(httpx.ConnectError):
+            httpx.post(
+                f"{cluster.state.http_url}/embed",
+                json={"texts": ["gone"]},
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=10,
+            )
+    finally:
+        cluster.stop()

