@@ -242,7 +242,7 @@ class Service(_Model):
     """A RayService: apps that share one image and one Ray cluster."""
 
     name: ServiceName
-    image: str | None = Field(None, description="Folder under images/; default: the name.")
+    image: ServiceName | None = Field(None, description="Folder under images/; default: the name.")
     head: Head = Head()
     worker_groups: list[WorkerGroup] = Field(min_length=1)
     apps: list[App] = Field(min_length=1)
@@ -481,11 +481,7 @@ def _node_pool_issues(cfg: StackConfig) -> list[ConfigIssue]:
                     "allowed: 0 <= minNodes <= maxNodes",
                 )
             )
-        family = (  # fullmatch first: the catalog's `$` also matches before a final newline
-            gpu_catalog.machine_family(pool.machine_type)
-            if re.fullmatch(r"[a-z0-9-]+", pool.machine_type)
-            else None
-        )
+        family = gpu_catalog.machine_family(pool.machine_type)
         if family is None:
             issues.append(
                 ConfigIssue(
@@ -535,7 +531,7 @@ def _service_issues(cfg: StackConfig, project_root: Path) -> list[ConfigIssue]:
     for i, service in enumerate(cfg.services):
         at = f"services[{i}]"
         dockerfile = project_root / "images" / service.image_dir / "Dockerfile"
-        if not _is_file(dockerfile):
+        if not dockerfile.is_file():
             available = sorted(
                 p.parent.name for p in (project_root / "images").glob("*/Dockerfile")
             )
@@ -581,13 +577,6 @@ def _service_issues(cfg: StackConfig, project_root: Path) -> list[ConfigIssue]:
         for j, app in enumerate(service.apps):
             issues += _app_issues(app, f"{at}.apps[{j}]", gpu_capacity)
     return issues
-
-
-def _is_file(path: Path) -> bool:
-    try:
-        return path.is_file()
-    except OSError:  # e.g. a name too long for the filesystem
-        return False
 
 
 def _safe_gpus(cfg: StackConfig, pool: NodePool) -> int:

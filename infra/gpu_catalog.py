@@ -105,13 +105,13 @@ class PairingError(ValueError):
 
 def machine_family(machine_type: str) -> str | None:
     """`g2-standard-8` -> `g2`; None when the name is not a machine type at all."""
-    match = _MACHINE_TYPE.match(machine_type)
+    match = _MACHINE_TYPE.fullmatch(machine_type)
     return match.group("family") if match else None
 
 
 def vcpus(machine_type: str) -> int | None:
     """vCPUs of a predefined N-series shape (`n1-standard-8` -> 8), else None."""
-    match = _MACHINE_TYPE.match(machine_type)
+    match = _MACHINE_TYPE.fullmatch(machine_type)
     if not match or match.group("size") is None or match.group("kind") not in _N1_SHAPES:
         return None
     return int(match.group("size"))
