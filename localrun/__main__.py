@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import math
+import os
 import shlex
 import signal
 import subprocess
@@ -16,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 import httpx
+import psutil
 
 from infra.config import PROJECT_ROOT, App, ConfigError, StackConfig
 from infra.config_sources import load_stack_file
@@ -190,6 +193,7 @@ def up(args: argparse.Namespace) -> int:
         num_cpus=max(math.ceil(logical_cpus_needed(config)), 4),
     )
     cluster.state.ports.http = args.http_port
+    cluster.state.runner_pid = os.getpid()
     signal.signal(signal.SIGTERM, _raise_stop)
     try:
         key = _start_and_deploy(cluster, config, apps, args)
@@ -213,8 +217,13 @@ def down(args: argparse.Namespace) -> int:
         say("no local cluster is running")
         return 0
     state = ClusterState.load(state_file)
-    for sid in (state.ray_sid, state.redis_sid):
-        if sid is not None:
+    if state.runner_pid and psutil.pid_exists(state.runner_pid):
+        # Ask `make run` to stop: it tears down in order and prints that it did.
+        os.kill(state.runner_pid, signal.SIGTERM)
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(state.runner_pid).wait(timeout=60)
+    for sid in (state.ray_sid, state.redis_sid):  # whatever is left if it could not
+        if sid is not None and session_alive(sid):
             kill_session(sid)
     state_file.unlink(missing_ok=True)
     say("stopped: Ray and Redis are down")

@@ -128,6 +128,7 @@ class ClusterState:
     """What `make stop` and `make status` need to find a running cluster."""
 
     ports: ClusterPorts
+    runner_pid: int | None = None  # the `make run` process that owns the cluster
     ray_sid: int | None = None
     redis_sid: int | None = None
     redis_port: int | None = None

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from infra.config import App, Deployment
+from infra.config import PROJECT_ROOT, App, Deployment
 from infra.config_sources import load_stack_file
 from infra.serve_config import application_config, stack_serve_config
-from localrun.cluster import deploy, wait_until_running
+from localrun.cluster import deploy, session_alive, wait_until_running
 from localrun.localize import localize
 from tests.integration.conftest import MakeRun
 
@@ -230,3 +230,29 @@ def test_small_queue_answers_503_under_overload_then_recovers(make_run: MakeRun)
         ).status_code
         == 200
     )
+
+
+def test_make_status_then_make_stop_leave_nothing_running(make_run: MakeRun) -> None:
+    """Last in this module: `make status` and `make stop`, from another terminal."""
+    state = make_run.state
+    status = subprocess.run(
+        ["make", "-s", "status", f"STATE_DIR={make_run.state_dir}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert "GCS fault tolerance ON" in status.stdout
+    for app, route in (("embeddings", "/embed"), ("classifier", "/classify")):
+        line = next(line for line in status.stdout.splitlines() if line.strip().startswith(app))
+        assert route in line
+        assert "RUNNING" in line
+        assert "HEALTHY" in line
+    stop = subprocess.run(
+        ["make", "-s", "stop", f"STATE_DIR={make_run.state_dir}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    assert "stopped" in stop.stdout
+    assert make_run.process.wait(timeout=60) == 0
+    assert "==> stopped: Ray and Redis are down" in make_run.output
+    for sid in (state.ray_sid, state.redis_sid):
+        assert sid is not None
+        assert not session_alive(sid), f"processes of session {sid} are still running"
+    assert not (make_run.state_dir / "state.json").exists()
