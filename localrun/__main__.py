@@ -211,12 +211,18 @@ def up(args: argparse.Namespace) -> int:
         say("==> stopped: Ray and Redis are down")
 
 
-def down(args: argparse.Namespace) -> int:
+def _running_state(args: argparse.Namespace) -> ClusterState | None:
     state_file = args.state_dir / "state.json"
     if not state_file.is_file():
-        say("no local cluster is running")
+        say("no local cluster is running (make run starts one)")
+        return None
+    return ClusterState.load(state_file)
+
+
+def down(args: argparse.Namespace) -> int:
+    state = _running_state(args)
+    if state is None:
         return 0
-    state = ClusterState.load(state_file)
     if state.runner_pid and psutil.pid_exists(state.runner_pid):
         # Ask `make run` to stop: it tears down in order and prints that it did.
         os.kill(state.runner_pid, signal.SIGTERM)
@@ -225,17 +231,15 @@ def down(args: argparse.Namespace) -> int:
     for sid in (state.ray_sid, state.redis_sid):  # whatever is left if it could not
         if sid is not None and session_alive(sid):
             kill_session(sid)
-    state_file.unlink(missing_ok=True)
+    (args.state_dir / "state.json").unlink(missing_ok=True)
     say("stopped: Ray and Redis are down")
     return 0
 
 
 def status(args: argparse.Namespace) -> int:
-    state_file = args.state_dir / "state.json"
-    if not state_file.is_file():
-        say("no local cluster is running (make run starts one)")
+    state = _running_state(args)
+    if state is None:
         return 1
-    state = ClusterState.load(state_file)
     try:
         apps: dict[str, Any] = applications(state.dashboard_url)
     except httpx.HTTPError as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, get_args, get_origin
@@ -34,6 +33,7 @@ from infra.config_sources import (
     load_stack_file,
     stack_file_values,
 )
+from tests.pulumi_harness import ProgramRun, engine_config
 
 STACKS = ("dev", "prod")
 
@@ -740,27 +740,6 @@ def test_pulumi_yaml_declares_nothing_else() -> None:
 # Inside a Pulumi program: the engine's strings give the same StackConfig.
 
 
-class _Mocks(pulumi.runtime.Mocks):
-    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        return f"{args.name}-id", dict(args.inputs)
-
-    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
-        return {}, []
-
-
-def _engine_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return str(value)
-
-
-def _engine_config(stack: str) -> dict[str, str]:
-    """`rayserve-gke:<key>` -> string, as `pulumi up` hands config to the program."""
-    return {f"{PROJECT}:{key}": _engine_value(v) for key, v in stack_values(stack).items()}
-
-
 @pytest.fixture
 def pulumi_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]]:
     """Sets mocks and config for one stack; clears the config (and secret keys) after."""
@@ -768,7 +747,7 @@ def pulumi_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Non
         monkeypatch.delenv(name, raising=False)
 
     def configure(stack: str, config: dict[str, str], secret_keys: Sequence[str] = ()) -> None:
-        pulumi.runtime.set_mocks(_Mocks(), project=PROJECT, stack=stack, preview=False)
+        pulumi.runtime.set_mocks(ProgramRun(), project=PROJECT, stack=stack, preview=False)
         pulumi.runtime.set_all_config(config, secret_keys=list(secret_keys))
 
     yield configure
@@ -779,14 +758,14 @@ def pulumi_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Non
 def test_pulumi_config_matches_the_stack_file(
     stack: str, pulumi_config: Callable[..., None]
 ) -> None:
-    config = _engine_config(stack)
+    config = engine_config(stack)
     assert all(isinstance(v, str) for v in config.values())
     pulumi_config(stack, config)
     assert load_pulumi_config() == load_stack_file(stack)
 
 
 def test_pulumi_config_ignores_other_secrets(pulumi_config: Callable[..., None]) -> None:
-    config = {**_engine_config("dev"), f"{PROJECT}:apiKeys": "ciphertext-stand-in"}
+    config = {**engine_config("dev"), f"{PROJECT}:apiKeys": "ciphertext-stand-in"}
     pulumi_config("dev", config, [f"{PROJECT}:apiKeys"])
     assert load_pulumi_config() == load_stack_file("dev")
 
@@ -794,7 +773,7 @@ def test_pulumi_config_ignores_other_secrets(pulumi_config: Callable[..., None])
 def test_pulumi_config_rejects_a_secret_stack_config_key(
     pulumi_config: Callable[..., None],
 ) -> None:
-    pulumi_config("prod", _engine_config("prod"), [f"{PROJECT}:gcpProject"])
+    pulumi_config("prod", engine_config("prod"), [f"{PROJECT}:gcpProject"])
     with pytest.raises(ConfigError) as info:
         load_pulumi_config()
     (issue,) = info.value.issues
@@ -803,7 +782,7 @@ def test_pulumi_config_rejects_a_secret_stack_config_key(
 
 
 def test_pulumi_config_rejects_bad_json(pulumi_config: Callable[..., None]) -> None:
-    config = {**_engine_config("dev"), f"{PROJECT}:services": "[{not json"}
+    config = {**engine_config("dev"), f"{PROJECT}:services": "[{not json"}
     pulumi_config("dev", config)
     with pytest.raises(ConfigError) as info:
         load_pulumi_config()
