@@ -1,0 +1,137 @@
+"""The local runner's pieces that need no Ray cluster."""
+
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infra.config import PROJECT_ROOT
+from localrun import cluster as cluster_module
+from localrun.__main__ import curl_line, main
+from localrun.cluster import (
+    ClusterPorts,
+    ClusterState,
+    LocalCluster,
+    kill_session,
+    session_alive,
+)
+
+
+def _process_tree_in_new_session() -> subprocess.Popen[bytes]:
+    # A parent with a child in its own process group, as Ray starts workers.
+    script = (
+        "import os, subprocess, time\n"
+        "subprocess.Popen(['sleep', '300'], preexec_fn=os.setpgrp)\n"
+        "time.sleep(300)\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+
+
+def test_kill_session_stops_every_process_of_the_session() -> None:
+    parent = _process_tree_in_new_session()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        members = [
+            pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+            if _sid(pid) == parent.pid
+        ]  # fmt: skip
+        if len(members) >= 2:
+            break
+        time.sleep(0.1)
+    assert len(members) >= 2, "the child never started"
+    assert session_alive(parent.pid)
+    assert kill_session(parent.pid, grace_s=2) >= 2
+    parent.wait(timeout=5)
+    assert not session_alive(parent.pid)
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+def test_cluster_state_round_trips(tmp_path: Path) -> None:
+    state = ClusterState(ports=ClusterPorts(http=8123), runner_pid=1, ray_sid=2, redis_port=3)
+    state.save(tmp_path / "state.json")
+    loaded = ClusterState.load(tmp_path / "state.json")
+    assert loaded == state
+    assert loaded.http_url == "http://127.0.0.1:8123"
+
+
+def test_ports_are_distinct_and_outside_rays_worker_range() -> None:
+    ports = ClusterPorts()
+    chosen = [ports.gcs, ports.dashboard, ports.client, ports.metrics, ports.agent_http,
+              ports.agent_grpc, ports.runtime_env_agent]  # fmt: skip
+    assert len(set(chosen)) == len(chosen)
+    assert not any(10002 <= port <= 19999 for port in chosen)
+
+
+def test_without_redis_server_fault_tolerance_is_off_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cluster_module.shutil, "which", lambda name: None)
+    said: list[str] = []
+    cluster = LocalCluster(PROJECT_ROOT, tmp_path, namespace="t", log=said.append)
+    assert cluster.start_redis() is False
+    assert "GCS fault tolerance is OFF" in said[0]
+    assert "RAY_REDIS_ADDRESS" not in cluster.ray_env()
+
+
+def test_api_key_is_stored_only_as_a_hash_readable_by_its_owner(tmp_path: Path) -> None:
+    cluster = LocalCluster(PROJECT_ROOT, tmp_path, namespace="t")
+    key = cluster.create_api_key()
+    key_file = Path(cluster.state.api_key_file)
+    assert key not in key_file.read_text()
+    assert key_file.stat().st_mode & 0o077 == 0
+    env = cluster.ray_env()
+    assert env["RAYSERVE_API_KEYS_FILE"] == str(key_file)
+    assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == (
+        "serve_apps.auth.middleware:proxy_middlewares"
+    )
+    assert str(PROJECT_ROOT) in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_redis_password_stays_off_redis_command_line(tmp_path: Path) -> None:
+    cluster = LocalCluster(PROJECT_ROOT, tmp_path, namespace="t")
+    try:
+        assert cluster.start_redis()
+        assert cluster._redis is not None
+        command = " ".join(map(str, cluster._redis.args))
+        assert cluster._redis_password not in command
+        conf = tmp_path / "redis" / "redis.conf"
+        assert conf.stat().st_mode & 0o077 == 0
+        assert cluster.ray_env()["RAY_REDIS_ADDRESS"] == f"127.0.0.1:{cluster.state.redis_port}"
+    finally:
+        cluster.stop()
+    assert cluster.state.redis_sid is None
+
+
+def test_curl_line_is_a_valid_shell_command() -> None:
+    line = curl_line("http://127.0.0.1:8000/embed", "rsk_a'b", Path("/tmp/x y.json"))
+    assert shlex.split(line) == [
+        "curl", "-sS", "-H", "Authorization: Bearer rsk_a'b", "-H",
+        "Content-Type: application/json", "-d", "@/tmp/x y.json", "http://127.0.0.1:8000/embed",
+    ]  # fmt: skip
+
+
+def test_invalid_stack_is_reported_without_starting_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--state-dir", str(tmp_path), "up", "--stack", "staging"]) == 2
+    out = capsys.readouterr().out
+    assert "allowed stacks: dev, prod" in out
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_status_and_stop_without_a_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--state-dir", str(tmp_path), "status"]) == 1
+    assert main(["--state-dir", str(tmp_path), "down"]) == 0
+    assert capsys.readouterr().out.count("no local cluster is running") == 2
