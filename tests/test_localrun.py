@@ -102,7 +102,7 @@ def test_redis_password_stays_off_redis_command_line(tmp_path: Path) -> None:
     try:
         assert cluster.start_redis()
         assert cluster._redis is not None
-        command = " ".join(map(str, cluster._redis.args))
+        command = str(cluster._redis.args)
         assert cluster._redis_password not in command
         conf = tmp_path / "redis" / "redis.conf"
         assert conf.stat().st_mode & 0o077 == 0
