@@ -90,11 +90,13 @@ def load_pulumi_config() -> StackConfig:
     from pulumi.runtime import config as runtime_config  # noqa: PLC0415 - Pulumi runs only
 
     everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
-    secret_keys = (
-        set(runtime_config.get_config_secret_keys_env()) | runtime_config._SECRET_KEYS.get()
-    )
+    env_secrets = set(runtime_config.get_config_secret_keys_env())
     ours = {k.removeprefix(PREFIX): v for k, v in everything.items() if k.startswith(PREFIX)}
-    secret = {k.removeprefix(PREFIX) for k in secret_keys if k.startswith(PREFIX)}
+    secret = {
+        key
+        for key in ours
+        if runtime_config.is_config_secret(PREFIX + key) or PREFIX + key in env_secrets
+    }
     _reject_secret_fields(secret, "Pulumi config")
     values: dict[str, Any] = {}
     for key, raw in ours.items():
