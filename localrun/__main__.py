@@ -10,7 +10,6 @@ import math
 import os
 import shlex
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import psutil
 from infra.config import PROJECT_ROOT, App, ConfigError, StackConfig
 from infra.config_sources import load_stack_file
 from infra.serve_config import stack_serve_config
+from localrun.artifacts import prepare_artifacts
 from localrun.cluster import (
     ClusterState,
     LocalCluster,
@@ -50,29 +50,6 @@ class _Stop(Exception):
 
 def _raise_stop(signum: int, frame: FrameType | None) -> None:
     raise _Stop(signal.Signals(signum).name)
-
-
-def prepare_artifacts(stack: StackConfig, model_dir: Path) -> None:
-    """Run `train --if-missing` for every app package that has a train module."""
-    packages = sorted(
-        {app.import_path.split(":")[0].rsplit(".", 1)[0] for _, app in stack.all_apps()}
-    )
-    for package in packages:
-        if importlib.util.find_spec(f"{package}.train") is None:
-            continue
-        say(f"==> {package}: model artifact")
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                f"{package}.train",
-                "--if-missing",
-                "--model-dir",
-                str(model_dir),
-            ],
-            check=True,
-            cwd=PROJECT_ROOT,
-        )
 
 
 def write_examples(stack: StackConfig, state_dir: Path) -> dict[str, Path]:
@@ -178,7 +155,7 @@ def up(args: argparse.Namespace) -> int:
     stack = load_stack_file(args.stack)
     apps = [app for _, app in stack.all_apps()]
     say(f"==> stack {args.stack}: " + ", ".join(f"{a.name} {a.route_prefix}" for a in apps))
-    prepare_artifacts(stack, PROJECT_ROOT / ".cache" / "models")
+    prepare_artifacts(stack, say=say)
     examples = write_examples(stack, args.state_dir)
     config, notes = localize(
         stack_serve_config(stack), http_port=args.http_port, gpus=local_gpu_count()

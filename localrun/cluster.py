@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import psutil
 
+from localrun.artifacts import LOCAL_MODEL_DIR
 from serve_apps.auth.keys import hash_key, new_key
 from serve_apps.auth.middleware import KEYS_FILE_ENV
 from serve_apps.common.artifacts import MODEL_DIR_ENV
@@ -244,7 +245,7 @@ class LocalCluster:
                 "PYTHONPATH": os.pathsep.join(p for p in python_path if p),
                 "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": PROXY_CALLBACK,
                 KEYS_FILE_ENV: self.state.api_key_file,
-                MODEL_DIR_ENV: str(self.project_root / ".cache" / "models"),
+                MODEL_DIR_ENV: str(LOCAL_MODEL_DIR),
                 "HF_HUB_OFFLINE": "1",
                 "TRANSFORMERS_OFFLINE": "1",
                 "RAY_USAGE_STATS_ENABLED": "0",
@@ -360,6 +361,15 @@ def app_summary(app: dict[str, Any]) -> str:
     return f"{app.get('status')} ({'; '.join(parts) or 'no deployments yet'})"
 
 
+def failure_details(app: dict[str, Any]) -> str:
+    """The app's message and each deployment's (where the replica's exception is)."""
+    lines = [app.get("message") or ""]
+    for name, dep in (app.get("deployments") or {}).items():
+        if dep.get("message"):
+            lines.append(f"{name}: {dep['message']}")
+    return "\n".join(line for line in lines if line)
+
+
 def wait_until_running(
     dashboard_url: str,
     app_names: list[str],
@@ -383,7 +393,7 @@ def wait_until_running(
                 last[name] = summary
                 on_change(name, summary)
             if app.get("status") == "DEPLOY_FAILED":
-                raise LocalRunError(f"app '{name}' failed to deploy:\n{app.get('message', '')}")
+                raise LocalRunError(f"app '{name}' failed to deploy:\n{failure_details(app)}")
         if all(apps.get(n, {}).get("status") == "RUNNING" for n in app_names):
             return apps
         time.sleep(0.5)

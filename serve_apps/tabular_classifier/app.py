@@ -18,7 +18,8 @@ from starlette.responses import JSONResponse, Response
 from serve_apps.common.batching import BatchingConfig
 from serve_apps.common.http import RequestError, read_json_model
 
-FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# Strict: a feature is a JSON number, not "1.5" or true; and finite.
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 
 class ClassifierArgs(BaseModel):

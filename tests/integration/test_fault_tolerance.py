@@ -17,6 +17,7 @@ import pytest
 from infra.config import PROJECT_ROOT
 from infra.config_sources import load_stack_file
 from infra.serve_config import stack_serve_config
+from localrun.artifacts import prepare_artifacts
 from localrun.cluster import (
     LocalCluster,
     applications,
@@ -32,14 +33,14 @@ APPS = ["embeddings", "classifier"]
 
 
 def _start_dev_stack(state_dir: Path, *, use_redis: bool) -> tuple[LocalCluster, str]:
+    stack = load_stack_file("dev")
+    prepare_artifacts(stack)
     cluster = LocalCluster(PROJECT_ROOT, state_dir, namespace="ft-test", use_redis=use_redis)
     cluster.state.ports.http = free_port()
     key = cluster.create_api_key()
     assert cluster.start_redis() is use_redis
     cluster.start_ray()
-    config, _ = localize(
-        stack_serve_config(load_stack_file("dev")), http_port=cluster.state.ports.http, gpus=0
-    )
+    config, _ = localize(stack_serve_config(stack), http_port=cluster.state.ports.http, gpus=0)
     deploy(cluster.state.dashboard_url, config)
     wait_until_running(cluster.state.dashboard_url, APPS, 400)
     return cluster, key

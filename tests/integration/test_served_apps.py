@@ -16,7 +16,13 @@ from sklearn.datasets import load_breast_cancer
 from infra.config import PROJECT_ROOT, App, Deployment
 from infra.config_sources import load_stack_file
 from infra.serve_config import application_config, stack_serve_config
-from localrun.cluster import deploy, session_alive, wait_until_running
+from localrun.cluster import (
+    LocalRunError,
+    applications,
+    deploy,
+    session_alive,
+    wait_until_running,
+)
 from localrun.localize import localize
 from tests.integration.conftest import MakeRun
 
@@ -230,6 +236,62 @@ def test_small_queue_answers_503_under_overload_then_recovers(make_run: MakeRun)
         ).status_code
         == 200
     )
+
+
+def _dev_config_with(make_run: MakeRun, *extra: App, **classifier_user_config: float) -> dict:
+    stack = load_stack_file("dev")
+    config, _ = localize(stack_serve_config(stack), http_port=make_run.http_port, gpus=0)
+    config["applications"][1]["deployments"][0]["user_config"].update(classifier_user_config)
+    config["applications"] += [application_config(app) for app in extra]
+    return config
+
+
+def _replica_ids(make_run: MakeRun, app: str) -> set[str]:
+    apps = applications(make_run.state.dashboard_url)
+    return {
+        replica["replica_id"]
+        for deployment in apps[app]["deployments"].values()
+        for replica in deployment["replicas"]
+    }
+
+
+def test_user_config_change_applies_in_place_without_restarting_replicas(
+    make_run: MakeRun,
+) -> None:
+    before = _replica_ids(make_run, "classifier")
+    deploy(make_run.state.dashboard_url, _dev_config_with(make_run, decision_threshold=0.9))
+    deadline = time.monotonic() + 120
+    threshold = None
+    while time.monotonic() < deadline:
+        schema = httpx.get(f"{make_run.url}/classify", headers=make_run.auth(), timeout=30)
+        threshold = schema.json()["decision_threshold"]
+        if threshold == 0.9:
+            break
+        time.sleep(0.5)
+    assert threshold == 0.9
+    assert _replica_ids(make_run, "classifier") == before
+
+
+def test_a_failing_app_reports_its_error(make_run: MakeRun) -> None:
+    broken = App(
+        name="broken",
+        route_prefix="/broken",
+        import_path="serve_apps.tabular_classifier.app:build_app",
+        args={"model_path": "/nonexistent/model.joblib"},
+        deployments=[Deployment(name="Classifier", num_replicas=1)],
+    )
+    deploy(make_run.state.dashboard_url, _dev_config_with(make_run, broken))
+    with pytest.raises(LocalRunError) as failed:
+        wait_until_running(make_run.state.dashboard_url, ["broken"], 300)
+    assert "app 'broken' failed to deploy" in str(failed.value)
+    assert "no classifier artifact at /nonexistent/model.joblib" in str(failed.value)
+    # The other apps kept serving; removing the broken one leaves the stack as it was.
+    deploy(make_run.state.dashboard_url, _dev_config_with(make_run))
+    wait_until_running(make_run.state.dashboard_url, ["embeddings", "classifier"], 120)
+    deadline = time.monotonic() + 60  # deletion is asynchronous
+    while "broken" in applications(make_run.state.dashboard_url) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "broken" not in applications(make_run.state.dashboard_url)
 
 
 def test_make_status_then_make_stop_leave_nothing_running(make_run: MakeRun) -> None:
