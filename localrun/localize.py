@@ -27,9 +27,10 @@ def localize(
 ) -> tuple[dict[str, Any], list[str]]:
     """The stack's serve config for this machine, and a note for every change made.
 
-    Only two things change: the proxy listens on loopback at `http_port`, and GPU
+    Only three things change: the proxy listens on loopback at `http_port`; GPU
     requests become CPU replicas when this machine has no GPU (the apps pick their
-    device at start-up, so the same code runs either way).
+    device at start-up, so the same code runs either way); and memory reservations,
+    sized for cluster nodes, are not made on a laptop.
     """
     config = copy.deepcopy(serve_config)
     config["http_options"]["host"] = LOCALHOST
@@ -38,6 +39,11 @@ def localize(
     for app in config["applications"]:
         for dep in app.get("deployments", []):
             options = dep.get("ray_actor_options", {})
+            if options.pop("memory", None) is not None:
+                notes.append(
+                    f"{app['name']}/{dep['name']} reserves memory per replica on the "
+                    "cluster; not reserved here"
+                )
             wanted = options.get("num_gpus", 0)
             if wanted and gpus == 0:
                 options["num_gpus"] = 0

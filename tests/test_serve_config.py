@@ -104,3 +104,14 @@ def test_logical_cpus_cover_every_replica_at_its_maximum() -> None:
     config = stack_serve_config(load_stack_file("dev"))
     # Embedder: 2 replicas x 1 CPU; Classifier: 1 x 0.5; plus controller and proxy.
     assert logical_cpus_needed(config) == 2 * 1 + 1 * 0.5 + 1
+
+
+def test_local_config_drops_memory_reservations_with_a_note() -> None:
+    cluster = stack_serve_config(load_stack_file("prod"))
+    local, notes = localize(cluster, http_port=8000, gpus=1)
+    embedder = local["applications"][0]["deployments"][0]
+    assert "memory" not in embedder["ray_actor_options"]
+    assert cluster["applications"][0]["deployments"][0]["ray_actor_options"]["memory"] == 8 * 2**30
+    assert notes == [
+        "embeddings/Embedder reserves memory per replica on the cluster; not reserved here"
+    ]
