@@ -172,7 +172,8 @@ class LocalCluster:
         log: Callable[[str], None] = print,
     ) -> None:
         self.project_root = project_root
-        self.state_dir = state_dir
+        # Absolute: redis-server resolves its logfile after changing into its dir.
+        self.state_dir = state_dir = state_dir.resolve()
         self.namespace = namespace
         self.state = ClusterState(ports=ports or ClusterPorts())
         self.use_redis = use_redis

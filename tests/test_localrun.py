@@ -97,8 +97,12 @@ def test_api_key_is_stored_only_as_a_hash_readable_by_its_owner(tmp_path: Path) 
     assert str(PROJECT_ROOT) in env["PYTHONPATH"].split(os.pathsep)
 
 
-def test_redis_password_stays_off_redis_command_line(tmp_path: Path) -> None:
-    cluster = LocalCluster(PROJECT_ROOT, tmp_path, namespace="t")
+def test_redis_password_stays_off_redis_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative state dir, as `make run` passes `.run`
+    cluster = LocalCluster(PROJECT_ROOT, Path("state"), namespace="t")
+    tmp_path = tmp_path / "state"
     try:
         assert cluster.start_redis()
         assert cluster._redis is not None
