@@ -319,6 +319,12 @@ class LocalCluster:
     def ray_running(self) -> bool:
         return self._ray is not None and self._ray.poll() is None
 
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         self.kill_ray()
         if self.state.redis_sid is not None:

@@ -32,18 +32,18 @@ from tests.integration.conftest import wait_for_status
 APPS = ["embeddings", "classifier"]
 
 
-def _start_dev_stack(state_dir: Path, *, use_redis: bool) -> tuple[LocalCluster, str]:
+def _start_dev_stack(cluster: LocalCluster) -> str:
+    """Redis (if the cluster uses it), the head, the dev stack RUNNING; returns the key."""
     stack = load_stack_file("dev")
     prepare_artifacts(stack)
-    cluster = LocalCluster(PROJECT_ROOT, state_dir, namespace="ft-test", use_redis=use_redis)
     cluster.state.ports.http = free_port()
     key = cluster.create_api_key()
-    assert cluster.start_redis() is use_redis
+    assert cluster.start_redis() is cluster.use_redis
     cluster.start_ray()
     config, _ = localize(stack_serve_config(stack), http_port=cluster.state.ports.http, gpus=0)
     deploy(cluster.state.dashboard_url, config)
     wait_until_running(cluster.state.dashboard_url, APPS, 400)
-    return cluster, key
+    return key
 
 
 def _crash_and_restart_head(cluster: LocalCluster) -> float:
@@ -60,8 +60,8 @@ def _crash_and_restart_head(cluster: LocalCluster) -> float:
 def test_head_restart_on_the_same_redis_keeps_every_app(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    cluster, key = _start_dev_stack(tmp_path, use_redis=True)
-    try:
+    with LocalCluster(PROJECT_ROOT, tmp_path, namespace="ft-test", use_redis=True) as cluster:
+        key = _start_dev_stack(cluster)
         headers = {"Authorization": f"Bearer {key}"}
         url = cluster.state.http_url
         body = {"texts": ["before the crash"]}
@@ -80,13 +80,11 @@ def test_head_restart_on_the_same_redis_keeps_every_app(
         assert statuses == {"embeddings": "RUNNING", "classifier": "RUNNING"}
         record_property("recovery_seconds", round(recovered_s, 1))
         print(f"\nGCS fault tolerance: apps serving {recovered_s:.1f}s after the head restart")
-    finally:
-        cluster.stop()
 
 
 def test_head_restart_without_redis_loses_every_app(tmp_path: Path) -> None:
-    cluster, key = _start_dev_stack(tmp_path, use_redis=False)
-    try:
+    with LocalCluster(PROJECT_ROOT, tmp_path, namespace="ft-test", use_redis=False) as cluster:
+        key = _start_dev_stack(cluster)
         _crash_and_restart_head(cluster)
         # A fresh GCS knows nothing: no Serve controller, no apps, nothing on the port.
         assert applications(cluster.state.dashboard_url) == {}
@@ -97,5 +95,3 @@ def test_head_restart_without_redis_loses_every_app(tmp_path: Path) -> None:
                 headers={"Authorization": f"Bearer {key}"},
                 timeout=10,
             )
-    finally:
-        cluster.stop()
