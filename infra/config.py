@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+import ipaddress
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -267,6 +268,17 @@ class StackConfig(_Model):
         "gke", description="Create GKE, or use an existing cluster's kubeconfig context."
     )
     kube_context: str = Field("", description="kubeconfig context (existing mode).")
+    image_repository: str = Field(
+        "", description="Existing mode: where images are pushed (gke mode: Artifact Registry)."
+    )
+    node_cidr: str = Field("10.10.0.0/20", description="Subnet range of the nodes.")
+    pod_cidr: str = Field("10.16.0.0/14", description="Secondary range of the pods.")
+    service_cidr: str = Field("10.20.0.0/20", description="Secondary range of the Services.")
+    master_cidr: str = Field("172.16.0.0/28", description="The control plane's /28.")
+    master_authorized_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs allowed to reach the control plane's public endpoint.",
+    )
     gpu_driver: Literal["gke", "operator"] = Field(
         "gke", description="Who installs the NVIDIA driver: GKE, or the GPU Operator."
     )
@@ -308,6 +320,8 @@ class StackConfig(_Model):
 # for them (project config types are string, integer, boolean and array of those:
 # pulumi/pulumi#11321), so they are documented there in comments instead.
 STRUCTURED_KEYS = ("nodePools", "services")
+# Keys the Pulumi engine hands over JSON-encoded (lists and objects).
+JSON_KEYS = (*STRUCTURED_KEYS, "masterAuthorizedNetworks")
 SYSTEM_POOL = "system"
 
 # ---------------------------------------------------------------------------
@@ -573,17 +587,22 @@ def _service_issues(cfg: StackConfig, project_root: Path) -> list[ConfigIssue]:
                     )
                 )
         issues += _upgrade_issues(service.upgrade_strategy, f"{at}.upgradeStrategy")
-        gpu_capacity = max((_safe_gpus(cfg, p) for p in worker_pools if p.gpu_type), default=0)
+        gpu_pools = [p for p in worker_pools if p.gpu_type]
+        capacities = [_safe_gpus(cfg, p) for p in gpu_pools]
+        # A pool with an invalid GPU pairing is reported there; its capacity is unknown.
+        gpu_capacity = (
+            None if None in capacities else max((c for c in capacities if c is not None), default=0)
+        )
         for j, app in enumerate(service.apps):
             issues += _app_issues(app, f"{at}.apps[{j}]", gpu_capacity)
     return issues
 
 
-def _safe_gpus(cfg: StackConfig, pool: NodePool) -> int:
+def _safe_gpus(cfg: StackConfig, pool: NodePool) -> int | None:
     try:
         return cfg.gpus_per_node(pool)
     except gpu_catalog.PairingError:
-        return 0  # reported against the pool already
+        return None  # reported against the pool already
 
 
 def _upgrade_issues(strategy: UpgradeStrategy, at: str) -> list[ConfigIssue]:
@@ -608,7 +627,7 @@ def _upgrade_issues(strategy: UpgradeStrategy, at: str) -> list[ConfigIssue]:
     ]
 
 
-def _app_issues(app: App, at: str, gpu_capacity: int) -> list[ConfigIssue]:
+def _app_issues(app: App, at: str, gpu_capacity: int | None) -> list[ConfigIssue]:
     issues = []
     problem = _import_path_issue(app.import_path)
     if problem:
@@ -655,6 +674,8 @@ def _app_issues(app: App, at: str, gpu_capacity: int) -> list[ConfigIssue]:
                 )
             )
         gpus = dep.ray_actor_options.num_gpus
+        if gpu_capacity is None:
+            continue
         if gpus > 0 and gpu_capacity == 0:
             issues.append(
                 ConfigIssue(
@@ -707,8 +728,16 @@ def _cluster_issues(cfg: StackConfig) -> list[ConfigIssue]:
                 "digits and '-'); required when clusterMode is gke",
             )
         )
-    if cfg.cluster_mode == "existing" and not cfg.kube_context:
-        issues.append(ConfigIssue("kubeContext", "required when clusterMode is existing"))
+    if cfg.cluster_mode == "existing":
+        issues += [
+            ConfigIssue(key, "required when clusterMode is existing")
+            for key, value in (
+                ("kubeContext", cfg.kube_context),
+                ("imageRepository", cfg.image_repository),
+            )
+            if not value
+        ]
+    issues += _cidr_issues(cfg)
     if not re.fullmatch(r"^[a-z]+-[a-z]+\d+$", cfg.region):
         issues.append(
             ConfigIssue("region", f"'{cfg.region}' is not a GCP region (e.g. us-central1)")
@@ -721,6 +750,39 @@ def _cluster_issues(cfg: StackConfig) -> list[ConfigIssue]:
                 f"(e.g. {cfg.region}-a); empty for a regional cluster",
             )
         )
+    return issues
+
+
+def _cidr_issues(cfg: StackConfig) -> list[ConfigIssue]:
+    """Ranges must parse, not overlap each other, and the control plane's must be a /28."""
+    issues = []
+    ranges: dict[str, ipaddress.IPv4Network] = {}
+    for key, value in (
+        ("nodeCidr", cfg.node_cidr),
+        ("podCidr", cfg.pod_cidr),
+        ("serviceCidr", cfg.service_cidr),
+        ("masterCidr", cfg.master_cidr),
+    ):
+        try:
+            ranges[key] = ipaddress.IPv4Network(value)
+        except ValueError as exc:
+            issues.append(ConfigIssue(key, f"'{value}' is not an IPv4 network ({exc})"))
+    if "masterCidr" in ranges and ranges["masterCidr"].prefixlen != 28:
+        issues.append(ConfigIssue("masterCidr", f"'{cfg.master_cidr}' must be a /28 (GKE's rule)"))
+    keys = list(ranges)
+    for i, first in enumerate(keys):
+        for second in keys[i + 1 :]:
+            if ranges[first].overlaps(ranges[second]):
+                issues.append(
+                    ConfigIssue(second, f"{ranges[second]} overlaps {first} {ranges[first]}")
+                )
+    for i, value in enumerate(cfg.master_authorized_networks):
+        try:
+            ipaddress.IPv4Network(value)
+        except ValueError as exc:
+            issues.append(
+                ConfigIssue(f"masterAuthorizedNetworks[{i}]", f"'{value}' is not a CIDR ({exc})")
+            )
     return issues
 
 

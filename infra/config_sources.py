@@ -15,9 +15,9 @@ from typing import Any
 import yaml
 
 from infra.config import (
+    JSON_KEYS,
     PROJECT,
     PROJECT_ROOT,
-    STRUCTURED_KEYS,
     ConfigError,
     ConfigIssue,
     StackConfig,
@@ -102,7 +102,7 @@ def load_pulumi_config() -> StackConfig:
     for key, raw in ours.items():
         if key in secret:
             continue
-        if key in STRUCTURED_KEYS and isinstance(raw, str):
+        if key in JSON_KEYS and isinstance(raw, str):
             try:
                 values[key] = json.loads(raw)
             except json.JSONDecodeError as exc:

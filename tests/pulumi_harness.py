@@ -6,6 +6,8 @@ lists JSON-encoded, Pulumi.yaml defaults applied first.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import runpy
 from dataclasses import dataclass, field
@@ -38,47 +40,143 @@ def engine_config(stack: str, overrides: dict[str, Any] | None = None) -> dict[s
     return {f"{PROJECT}:{key}": engine_value(value) for key, value in values.items()}
 
 
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's marker for a secret value
+MOCK_ENDPOINT = "192.0.2.10"  # TEST-NET-1: never a real control plane
+MOCK_CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----mock-----END CERTIFICATE-----").decode()
+MOCK_TOKEN = "mock-access-token"
+
+
 @dataclass
 class MockedResource:
     type: str
     name: str
     inputs: dict[str, Any]
-    parent: str | None = None
+    parent: tuple[str, str] | None = None
+    """(type, name) of the parent; None at the stack root."""
+
+
+def _mock_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """What the cloud would add to a resource's inputs, as stable fake values."""
+    outputs = dict(inputs)
+    if typ == "gcp:container/cluster:Cluster":
+        outputs.update(endpoint=MOCK_ENDPOINT, masterAuth={"clusterCaCertificate": MOCK_CA})
+    elif typ == "gcp:serviceaccount/account:Account":
+        outputs["email"] = f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"
+    elif typ == "gcp:artifactregistry/repository:Repository":
+        outputs["name"] = inputs["repositoryId"]
+    elif typ == "docker:index/image:Image":
+        repo = inputs["imageName"].rsplit(":", 1)[0]
+        digest = hashlib.sha256(inputs["imageName"].encode()).hexdigest()
+        outputs["repoDigest"] = f"{repo}@sha256:{digest}"
+    return outputs
 
 
 @dataclass
 class ProgramRun(pulumi.runtime.Mocks):
     resources: list[MockedResource] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    """Stack outputs, resolved (secrets as plain values)."""
+    calls: list[str] = field(default_factory=list)
+    parents: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
-        self.resources.append(MockedResource(args.typ, args.name, dict(args.inputs)))
-        return f"{args.name}-id", dict(args.inputs)
+        inputs = dict(args.inputs)
+        self.resources.append(
+            MockedResource(args.typ, args.name, inputs, self.parents.get((args.typ, args.name)))
+        )
+        return f"{args.name}-id", _mock_outputs(args.typ, args.name, inputs)
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict[str, Any], list[Any]]:
+        self.calls.append(args.token)
+        if args.token == "gcp:organizations/getClientConfig:getClientConfig":
+            return {"accessToken": MOCK_TOKEN, "project": "mock", "region": "", "zone": ""}, []
         return {}, []
+
+    def record_parent(
+        self, args: pulumi.ResourceTransformationArgs
+    ) -> pulumi.ResourceTransformationResult | None:
+        parent = args.opts.parent if args.opts else None
+        self.parents[(args.type_, args.name)] = (
+            (parent._type, parent._name) if parent is not None and not _is_stack(parent) else None
+        )
+        return None
+
+    def of_type(self, typ: str) -> list[MockedResource]:
+        return [r for r in self.resources if r.type == typ]
+
+    def one(self, typ: str, name: str) -> MockedResource:
+        (found,) = [r for r in self.resources if r.type == typ and r.name == name]
+        return found
+
+
+def is_secret(value: Any) -> bool:
+    return isinstance(value, dict) and SECRET_SIG in value
+
+
+def reveal(value: Any) -> Any:
+    """A resource input with Pulumi's secret wrappers removed, at any depth."""
+    if is_secret(value):
+        return reveal(value["value"])
+    if isinstance(value, dict):
+        return {k: reveal(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [reveal(v) for v in value]
+    return value
+
+
+def _is_stack(resource: pulumi.Resource) -> bool:
+    return getattr(resource, "_type", "") == "pulumi:pulumi:Stack"
 
 
 def run_program(
-    stack: str, overrides: dict[str, Any] | None = None, main: Path = PROJECT_ROOT / "__main__.py"
+    stack: str,
+    overrides: dict[str, Any] | None = None,
+    *,
+    run: ProgramRun | None = None,
+    main: Path = PROJECT_ROOT / "__main__.py",
 ) -> ProgramRun:
     """Execute the program for `stack`; exceptions from it propagate to the caller."""
-    run = ProgramRun()
+    run = run if run is not None else ProgramRun()
     pulumi.runtime.set_mocks(run, project=PROJECT, stack=stack, preview=False)
     pulumi.runtime.set_all_config(engine_config(stack, overrides))
     original_export = pulumi.export
+    exported: dict[str, Any] = {}
 
     def capture(name: str, value: Any) -> None:
-        run.outputs[name] = value
+        exported[name] = value
         original_export(name, value)
 
     @pulumi.runtime.test
-    def program() -> None:
+    def program() -> pulumi.Output[None]:
+        pulumi.runtime.register_stack_transformation(run.record_parent)
         pulumi.export = capture
         try:
             runpy.run_path(str(main), run_name="__main__")
         finally:
             pulumi.export = original_export
+        return pulumi.Output.from_input(exported).apply(run.outputs.update)
 
     program()
     return run
+
+
+def resource_tree(run: ProgramRun) -> list[str]:
+    """`type name` lines, indented under their parents, in declaration order."""
+    children: dict[tuple[str, str] | None, list[MockedResource]] = {}
+    for resource in run.resources:
+        children.setdefault(resource.parent, []).append(resource)
+    lines: list[str] = []
+
+    def walk(parent: tuple[str, str] | None, depth: int) -> None:
+        for child in children.get(parent, []):
+            lines.append(f"{'    ' * depth}{child.type}  {child.name}")
+            walk((child.type, child.name), depth + 1)
+
+    walk(None, 0)
+    return lines
+
+
+if __name__ == "__main__":
+    import sys
+
+    print("\n".join(resource_tree(run_program(sys.argv[1] if len(sys.argv) > 1 else "dev"))))

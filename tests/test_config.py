@@ -703,6 +703,8 @@ def _pulumi_type(annotation: Any) -> str:
         return "string"
     if get_origin(annotation) is Literal and all(isinstance(a, str) for a in get_args(annotation)):
         return "string"
+    if get_origin(annotation) is list and get_args(annotation) == (str,):
+        return "array"
     raise AssertionError(f"no Pulumi.yaml type for {annotation!r}")
 
 
@@ -728,8 +730,11 @@ def test_pulumi_yaml_declares_scalar_key(key: str) -> None:
     assert declaration.get("type") == _pulumi_type(field.annotation)
     assert isinstance(declaration.get("description"), str) and declaration["description"].strip()
     assert "default" in declaration
-    assert declaration["default"] == field.default
-    assert type(declaration["default"]) is type(field.default)
+    default = field.get_default(call_default_factory=True)
+    assert declaration["default"] == default
+    assert type(declaration["default"]) is type(default)
+    if declaration["type"] == "array":
+        assert declaration.get("items") == {"type": "string"}
 
 
 def test_pulumi_yaml_declares_nothing_else() -> None:
