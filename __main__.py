@@ -10,6 +10,7 @@ import yaml
 
 from infra.cluster import GkeCluster, GkeClusterArgs
 from infra.config_sources import load_pulumi_config
+from infra.gpu_operator import GpuOperator, GpuOperatorArgs, needs_gpu_operator
 from infra.images import (
     ArtifactRegistry,
     ArtifactRegistryArgs,
@@ -18,8 +19,11 @@ from infra.images import (
     ServiceImagesArgs,
     registry_host,
 )
+from infra.kuberay import KubeRay, KubeRayArgs
 from infra.kubernetes import KubernetesAccess, KubernetesAccessArgs
 from infra.network import Network, NetworkArgs
+from infra.ray_services import RayService, RayServiceArgs
+from infra.redis import GcsRedis, GcsRedisArgs
 from infra.serve_config import serve_config
 
 stack = load_pulumi_config()
@@ -52,6 +56,37 @@ else:
     login = None  # the local Docker credential helpers push to an existing registry
 
 images = ServiceImages(name, ServiceImagesArgs(stack, repository, login))
+
+on_cluster = pulumi.ResourceOptions(providers=[access.provider])
+kuberay = KubeRay(name, KubeRayArgs(stack), opts=on_cluster)
+if needs_gpu_operator(stack):
+    GpuOperator(name, GpuOperatorArgs(stack), opts=on_cluster)
+secrets = pulumi.Config()
+redis = GcsRedis(
+    name,
+    GcsRedisArgs(
+        stack,
+        namespace=kuberay.namespace.metadata.name,
+        password=secrets.get_secret("redisPassword"),
+        network=network.network.id if stack.cluster_mode == "gke" else None,
+    ),
+    opts=pulumi.ResourceOptions(providers=[access.provider], depends_on=[kuberay.namespace]),
+)
+for service in stack.services:
+    RayService(
+        f"{name}-{service.name}",
+        RayServiceArgs(
+            stack,
+            service,
+            image=images.refs[service.name],
+            # No hashes configured: the proxies refuse every request (fail closed).
+            api_key_hashes=secrets.get_secret_object("apiKeyHashes") or {},
+            redis=redis.connection,
+            # Created after, deleted before: CRDs, operator, namespace and Redis.
+            depends_on=[kuberay.chart, kuberay.namespace, *redis.ready],
+        ),
+        opts=on_cluster,
+    )
 serve_configs = {service.name: serve_config(stack, service) for service in stack.services}
 
 if access.kubeconfig is not None:

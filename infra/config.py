@@ -283,6 +283,9 @@ class StackConfig(_Model):
         "gke", description="Who installs the NVIDIA driver: GKE, or the GPU Operator."
     )
     namespace: Namespace = Field("ray", description="Namespace of the RayServices.")
+    kuberay_single_namespace: bool = Field(
+        False, description="Install KubeRay namespace-scoped, watching only `namespace`."
+    )
     redis: Literal["in-cluster", "memorystore", "none"] = Field(
         "in-cluster", description="Redis behind the GCS for fault tolerance."
     )
@@ -726,6 +729,14 @@ def _cluster_issues(cfg: StackConfig) -> list[ConfigIssue]:
                 "gcpProject",
                 f"'{cfg.gcp_project}' is not a GCP project id (6-30 lowercase letters, "
                 "digits and '-'); required when clusterMode is gke",
+            )
+        )
+    if cfg.redis == "memorystore" and cfg.cluster_mode != "gke":
+        issues.append(
+            ConfigIssue(
+                "redis",
+                "memorystore needs the stack's own VPC (clusterMode gke); allowed with "
+                "clusterMode existing: in-cluster, none",
             )
         )
     if cfg.cluster_mode == "existing":

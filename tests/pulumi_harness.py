@@ -64,6 +64,17 @@ def _mock_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]
         outputs["email"] = f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"
     elif typ == "gcp:artifactregistry/repository:Repository":
         outputs["name"] = inputs["repositoryId"]
+    elif typ == "gcp:redis/instance:Instance":
+        outputs.update(
+            host="10.1.2.3",
+            port=6378,
+            authString="mock-redis-auth",
+            serverCaCerts=[{"cert": "-----BEGIN CERTIFICATE-----mock-ca"}],
+        )
+    elif typ == "random:index/randomPassword:RandomPassword":
+        outputs["result"] = (
+            "mock-" + hashlib.sha256(name.encode()).hexdigest()[: int(inputs["length"])]
+        )
     elif typ == "docker:index/image:Image":
         repo = inputs["imageName"].rsplit(":", 1)[0]
         digest = hashlib.sha256(inputs["imageName"].encode()).hexdigest()

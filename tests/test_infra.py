@@ -168,6 +168,10 @@ def test_component_type_tokens_follow_the_convention(program: tuple[str, Program
         "rayserve-gke:k8s:KubernetesAccess",
         "rayserve-gke:images:ArtifactRegistry",
         "rayserve-gke:images:ServiceImages",
+        "rayserve-gke:ray:KubeRay",
+        "rayserve-gke:gpu:GpuOperator",
+        "rayserve-gke:redis:GcsRedis",
+        "rayserve-gke:ray:RayService",
     }
 
 
@@ -252,6 +256,7 @@ def test_existing_cluster_mode_creates_no_gcp_resource() -> None:
         },
     )
     assert not [r for r in run.resources if r.type.startswith("gcp:")]
+    assert run.of_type("kubernetes:ray.io/v1:RayService")  # every later layer still applies
     assert "gcp:organizations/getClientConfig:getClientConfig" not in run.calls
     (provider,) = run.of_type("pulumi:providers:kubernetes")
     assert provider.inputs["context"] == "kind-rayserve"

@@ -1,0 +1,302 @@
+"""Layer 10: one RayService per service, as a plain manifest built from the stack config.
+
+The head runs no Ray work (`num-cpus: "0"`) on the on-demand `system` pool; each worker
+group runs on one node pool with that pool's selectors, tolerations and GPU limits; the
+GCS keeps its state in Redis; every Ray pod loads the API-key middleware into Serve's
+proxy and mounts the Secret of key hashes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any
+
+import yaml
+
+from infra.cluster import POOL_LABEL, ROLE_LABEL
+from infra.config import Service, StackConfig, WorkerGroup
+from infra.serve_config import SERVE_PORT, serve_config
+
+RAY_VERSION = version("ray")  # pyproject pins it; images use the same tag
+API_KEYS_DIR = "/etc/rayserve/api-keys"
+API_KEYS_FILE_KEY = "keys.json"
+REDIS_CA_DIR = "/etc/rayserve/redis-ca"
+REDIS_CA_KEY = "ca.crt"
+AUTH_TOKEN_KEY = "auth_token"  # noqa: S105 - a key name; the key KubeRay reads from authOptions.secretName
+METRICS_PORT = 8080
+# Incremental upgrades route through this Gateway class until the edge layer owns it.
+DEFAULT_GATEWAY_CLASS = "gke-l7-global-external-managed"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+SPOT_TOLERATION = {
+    "key": "cloud.google.com/gke-spot",
+    "operator": "Equal",
+    "value": "true",
+    "effect": "NoSchedule",
+}
+
+
+@dataclass(frozen=True)
+class SecretKey:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class RedisConnection:
+    """How the GCS reaches its Redis; `ca` is set when the connection uses TLS."""
+
+    address: Any
+    """`redis://host:port` or `rediss://host:port` (a str, or a Pulumi Output)."""
+    password: SecretKey
+    ca: SecretKey | None = None
+
+
+@dataclass(frozen=True)
+class RayServiceInputs:
+    """What a RayService needs from other components (all names, no secret values)."""
+
+    namespace: str
+    image: str
+    """`repo@sha256:<digest>`."""
+    api_keys: SecretKey
+    auth_token: SecretKey
+    redis: RedisConnection | None
+
+
+def _probe(*urls: str) -> dict[str, Any]:
+    # Mirrors KubeRay's own probes (raylet and GCS health; Serve proxy on workers),
+    # written out so they are reviewed with the rest of the spec.
+    checks = " && ".join(f"wget -T 2 -q -O- {url} | grep success" for url in urls)
+    return {
+        "exec": {"command": ["bash", "-c", checks]},
+        "initialDelaySeconds": 10,
+        "periodSeconds": 5,
+        "timeoutSeconds": 2,
+        "failureThreshold": 10,
+    }
+
+
+def _proxy_probe() -> dict[str, Any]:
+    return {
+        "httpGet": {"path": "/-/healthz", "port": SERVE_PORT},
+        "initialDelaySeconds": 10,
+        "periodSeconds": 5,
+        "timeoutSeconds": 2,
+        "failureThreshold": 3,
+    }
+
+
+def _env(inputs: RayServiceInputs) -> list[dict[str, Any]]:
+    env = [
+        {
+            "name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH",
+            "value": "serve_apps.auth.middleware:proxy_middlewares",
+        },
+        {"name": "RAYSERVE_API_KEYS_FILE", "value": f"{API_KEYS_DIR}/{API_KEYS_FILE_KEY}"},
+    ]
+    if inputs.redis is not None and inputs.redis.ca is not None:
+        env.append({"name": "RAY_REDIS_CA_CERT", "value": f"{REDIS_CA_DIR}/{REDIS_CA_KEY}"})
+    return env
+
+
+def _volumes(inputs: RayServiceInputs) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "api-keys",
+            "secret": {
+                "secretName": inputs.api_keys.name,
+                "items": [{"key": inputs.api_keys.key, "path": API_KEYS_FILE_KEY}],
+            },
+        }
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True}
+    ]
+    if inputs.redis is not None and inputs.redis.ca is not None:
+        volumes.append(
+            {
+                "name": "redis-ca",
+                "secret": {
+                    "secretName": inputs.redis.ca.name,
+                    "items": [{"key": inputs.redis.ca.key, "path": REDIS_CA_KEY}],
+                },
+            }
+        )
+        mounts.append({"name": "redis-ca", "mountPath": REDIS_CA_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def _container(
+    name: str, inputs: RayServiceInputs, cpu: str, memory: str, *, gpus: int, worker: bool
+) -> dict[str, Any]:
+    _, mounts = _volumes(inputs)
+    limits: dict[str, Any] = {"memory": memory}
+    if gpus:
+        limits["nvidia.com/gpu"] = gpus
+    container: dict[str, Any] = {
+        "name": name,
+        "image": inputs.image,
+        "imagePullPolicy": "IfNotPresent",
+        "env": _env(inputs),
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
+        "volumeMounts": mounts,
+        # Let Serve drain in-flight requests before the pod goes.
+        "lifecycle": {"preStop": {"exec": {"command": ["bash", "-c", "sleep 10 && ray stop"]}}},
+        "ports": [
+            {"name": "serve", "containerPort": SERVE_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ],
+    }
+    raylet = "http://localhost:52365/api/local_raylet_healthz"
+    if worker:
+        container["readinessProbe"] = _proxy_probe()
+        container["livenessProbe"] = _probe(raylet)
+    else:
+        container["ports"] += [
+            {"name": "gcs-server", "containerPort": 6379},
+            {"name": "dashboard", "containerPort": 8265},
+            {"name": "client", "containerPort": 10001},
+        ]
+        gcs = "http://localhost:8265/api/gcs_healthz"
+        container["readinessProbe"] = _probe(raylet, gcs)
+        container["livenessProbe"] = _probe(raylet, gcs)
+    return container
+
+
+def _pod_spec(
+    inputs: RayServiceInputs,
+    container: dict[str, Any],
+    node_selector: dict[str, str],
+    tolerations: list[dict[str, Any]],
+) -> dict[str, Any]:
+    volumes, _ = _volumes(inputs)
+    spec: dict[str, Any] = {
+        "nodeSelector": node_selector,
+        "terminationGracePeriodSeconds": 60,
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if tolerations:
+        spec["tolerations"] = tolerations
+    return spec
+
+
+def worker_group_spec(
+    stack: StackConfig, service: Service, group: WorkerGroup, inputs: RayServiceInputs
+) -> dict[str, Any]:
+    pool = stack.pool(group.node_pool)
+    assert pool is not None  # validated config
+    gpus = stack.gpus_per_node(pool)
+    selector = {POOL_LABEL: pool.name}
+    tolerations = []
+    if pool.gpu_type:
+        selector["cloud.google.com/gke-accelerator"] = pool.gpu_type
+        tolerations.append(GPU_TOLERATION)
+    if pool.spot:
+        selector["cloud.google.com/gke-spot"] = "true"
+        tolerations.append(SPOT_TOLERATION)
+    container = _container("ray-worker", inputs, group.cpu, group.memory, gpus=gpus, worker=True)
+    return {
+        "groupName": pool.name,
+        "replicas": group.min_replicas,
+        "minReplicas": group.min_replicas,
+        "maxReplicas": group.max_replicas,
+        "idleTimeoutSeconds": group.idle_timeout_seconds,
+        "rayStartParams": {"metrics-export-port": str(METRICS_PORT)},
+        "template": {
+            "metadata": {"labels": _labels(service, "worker")},
+            "spec": _pod_spec(inputs, container, selector, tolerations),
+        },
+    }
+
+
+def _labels(service: Service, role: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "rayserve",
+        "app.kubernetes.io/instance": service.name,
+        "app.kubernetes.io/component": f"ray-{role}",
+        "app.kubernetes.io/part-of": "rayserve-gke",
+    }
+
+
+def _upgrade_strategy(service: Service) -> dict[str, Any]:
+    strategy = service.upgrade_strategy
+    spec: dict[str, Any] = {"type": strategy.type}
+    if strategy.type == "NewClusterWithIncrementalUpgrade":
+        spec["clusterUpgradeOptions"] = {
+            "gatewayClassName": DEFAULT_GATEWAY_CLASS,
+            "stepSizePercent": strategy.step_size_percent,
+            "intervalSeconds": strategy.interval_seconds,
+            "maxSurgePercent": strategy.max_surge_percent,
+        }
+    return spec
+
+
+def rayservice_manifest(
+    stack: StackConfig, service: Service, inputs: RayServiceInputs
+) -> dict[str, Any]:
+    """The RayService custom resource of one service."""
+    head = _container(
+        "ray-head", inputs, service.head.cpu, service.head.memory, gpus=0, worker=False
+    )
+    cluster: dict[str, Any] = {
+        "rayVersion": RAY_VERSION,
+        "enableInTreeAutoscaling": True,
+        "autoscalerOptions": {
+            "upscalingMode": "Default",
+            "resources": {
+                "requests": {"cpu": "500m", "memory": "512Mi"},
+                "limits": {"memory": "512Mi"},
+            },
+        },
+        "authOptions": {"mode": "token", "secretName": inputs.auth_token.name},
+        "headGroupSpec": {
+            "rayStartParams": {
+                "num-cpus": "0",  # the head schedules no replicas: it keeps the GCS alive
+                "dashboard-host": "0.0.0.0",  # noqa: S104 - NetworkPolicies guard it
+                "metrics-export-port": str(METRICS_PORT),
+            },
+            "template": {
+                "metadata": {"labels": _labels(service, "head")},
+                "spec": _pod_spec(inputs, head, {ROLE_LABEL: "system"}, []),
+            },
+        },
+        "workerGroupSpecs": [
+            worker_group_spec(stack, service, group, inputs) for group in service.worker_groups
+        ],
+    }
+    if inputs.redis is not None:
+        cluster["gcsFaultToleranceOptions"] = {
+            "redisAddress": inputs.redis.address,
+            "redisPassword": {
+                "valueFrom": {
+                    "secretKeyRef": {
+                        "name": inputs.redis.password.name,
+                        "key": inputs.redis.password.key,
+                    }
+                }
+            },
+            # One key space per RayService in a shared Redis.
+            "externalStorageNamespace": f"{inputs.namespace}-{service.name}",
+        }
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {
+            "name": service.name,
+            "namespace": inputs.namespace,
+            "labels": _labels(service, "rayservice"),
+        },
+        "spec": {
+            "serveConfigV2": yaml.safe_dump(serve_config(stack, service), sort_keys=False),
+            "excludeHeadPodFromServeSvc": True,
+            "upgradeStrategy": _upgrade_strategy(service),
+            "rayClusterConfig": cluster,
+        },
+    }
+
+
+def serve_service_name(service: Service) -> str:
+    """The Service KubeRay creates in front of the Serve proxies."""
+    return f"{service.name}-serve-svc"
