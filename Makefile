@@ -8,7 +8,7 @@ HTTP_PORT ?= 8000
 STATE_DIR ?= .run
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run stop status test unit tree lint install lock clean
+.PHONY: run stop status test unit render tree lint install lock clean
 
 ## run: serve the stack's apps (STACK=dev) on a local Ray cluster; Ctrl-C stops it
 run: $(STAMP)
@@ -29,6 +29,10 @@ test: lint
 ## unit: the fast tests only (no local Ray cluster)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+## render: every Kubernetes object of STACK as YAML under rendered/STACK (no cloud needed)
+render: $(STAMP)
+	$(BIN)/python -m infra.render --stack $(STACK)
 
 ## tree: what the Pulumi program declares for STACK, offline (Pulumi mocks)
 tree: $(STAMP)

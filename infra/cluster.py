@@ -28,6 +28,11 @@ NODE_PROJECT_ROLES = ["roles/container.defaultNodeServiceAccount"]
 NODE_REGISTRY_ROLE = "roles/artifactregistry.reader"
 
 
+# The oldest control plane the generated manifests are validated for; the cluster asks
+# for at least this version, and the release channel upgrades it from there.
+KUBERNETES_VERSION = "1.35.0"
+
+
 def location(stack: StackConfig) -> str:
     """A zone makes a zonal cluster; otherwise the cluster is regional."""
     return stack.zone or stack.region
@@ -102,6 +107,7 @@ def cluster_spec(name: str, stack: StackConfig) -> dict[str, Any]:
         "initial_node_count": 1,
         "deletion_protection": stack.production,
         "release_channel": {"channel": stack.release_channel},
+        "min_master_version": KUBERNETES_VERSION.rsplit(".", 1)[0],
         "networking_mode": "VPC_NATIVE",
         "ip_allocation_policy": {
             "cluster_secondary_range_name": PODS_RANGE,

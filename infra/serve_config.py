@@ -44,11 +44,12 @@ def deployment_config(dep: Deployment) -> dict[str, Any]:
         config["autoscaling_config"] = {
             "min_replicas": scale.min_replicas,
             "max_replicas": scale.max_replicas,
-            "initial_replicas": scale.initial_replicas,
             "target_ongoing_requests": scale.target_ongoing_requests,
             "upscale_delay_s": scale.upscale_delay_s,
             "downscale_delay_s": scale.downscale_delay_s,
         }
+        if scale.initial_replicas is not None:
+            config["autoscaling_config"]["initial_replicas"] = scale.initial_replicas
     else:
         config["num_replicas"] = dep.num_replicas if dep.num_replicas is not None else 1
     return config

@@ -89,6 +89,8 @@ class ProgramRun(pulumi.runtime.Mocks):
     """Stack outputs, resolved (secrets as plain values)."""
     calls: list[str] = field(default_factory=list)
     parents: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)
+    depends_on: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
+    """(type, name) -> the resources its `depends_on` names (not inherited ones)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
@@ -107,6 +109,12 @@ class ProgramRun(pulumi.runtime.Mocks):
         self, args: pulumi.ResourceTransformationArgs
     ) -> pulumi.ResourceTransformationResult | None:
         parent = args.opts.parent if args.opts else None
+        deps: Any = args.opts.depends_on if args.opts and args.opts.depends_on else []
+        self.depends_on[(args.type_, args.name)] = [
+            (d._type, d._name)
+            for d in (deps if isinstance(deps, list) else [deps])
+            if isinstance(d, pulumi.Resource)
+        ]
         self.parents[(args.type_, args.name)] = (
             (parent._type, parent._name) if parent is not None and not _is_stack(parent) else None
         )
