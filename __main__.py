@@ -22,6 +22,7 @@ from infra.images import (
 from infra.kuberay import KubeRay, KubeRayArgs
 from infra.kubernetes import KubernetesAccess, KubernetesAccessArgs
 from infra.network import Network, NetworkArgs
+from infra.observability import Monitoring, MonitoringArgs
 from infra.ray_services import RayService, RayServiceArgs
 from infra.redis import GcsRedis, GcsRedisArgs
 from infra.serve_config import serve_config
@@ -58,10 +59,25 @@ else:
 images = ServiceImages(name, ServiceImagesArgs(stack, repository, login))
 
 on_cluster = pulumi.ResourceOptions(providers=[access.provider])
-kuberay = KubeRay(name, KubeRayArgs(stack), opts=on_cluster)
-if needs_gpu_operator(stack):
-    GpuOperator(name, GpuOperatorArgs(stack), opts=on_cluster)
 secrets = pulumi.Config()
+# Monitoring first: KubeRay's and the GPU Operator's ServiceMonitors need its CRDs.
+after_monitoring = on_cluster
+if stack.monitoring:
+    monitoring = Monitoring(
+        name,
+        MonitoringArgs(
+            stack,
+            grafana_admin_password=secrets.get_secret("grafanaAdminPassword"),
+            alert_webhook_url=secrets.get_secret("alertWebhookUrl"),
+        ),
+        opts=on_cluster,
+    )
+    after_monitoring = pulumi.ResourceOptions(
+        providers=[access.provider], depends_on=[monitoring.release]
+    )
+kuberay = KubeRay(name, KubeRayArgs(stack), opts=after_monitoring)
+if needs_gpu_operator(stack):
+    GpuOperator(name, GpuOperatorArgs(stack), opts=after_monitoring)
 redis = GcsRedis(
     name,
     GcsRedisArgs(

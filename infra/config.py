@@ -207,6 +207,7 @@ class App(_Model):
     import_path: ImportPath
     args: dict[str, Any] = Field(default_factory=dict)
     deployments: list[Deployment] = Field(min_length=1)
+    slo_p99_ms: int = Field(1000, ge=1, description="p99 latency objective (alerts).")
 
 
 class WorkerGroup(_Model):
@@ -301,6 +302,21 @@ class StackConfig(_Model):
         "15d", pattern=r"^\d+(ms|s|m|h|d|w|y)$", description="Prometheus retention."
     )
     prometheus_volume_size: Quantity = Field("50Gi", description="Prometheus volume size.")
+    alert_error_rate_percent: int = Field(
+        5, ge=1, le=100, description="Page when an app's 5xx share exceeds this."
+    )
+    alert_queued_requests: int = Field(
+        50, ge=1, description="Warn when a deployment queues more requests than this."
+    )
+    alert_gpu_memory_percent: int = Field(
+        90, ge=1, le=100, description="Warn when a GPU's memory is fuller than this."
+    )
+    alert_gpu_idle_percent: int = Field(
+        10, ge=1, le=100, description="Flag allocated GPUs busier than this less (cost)."
+    )
+    alert_redis_memory_percent: int = Field(
+        80, ge=1, le=100, description="Page when the GCS Redis uses more of maxmemory."
+    )
     node_pools: list[NodePool] = Field(min_length=1)
     services: list[Service] = Field(min_length=1)
 

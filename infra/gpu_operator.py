@@ -68,8 +68,8 @@ def gpu_operator_values(stack: StackConfig) -> dict[str, Any]:
         "devicePlugin": {"enabled": operator_mode},
         "dcgmExporter": {
             "enabled": True,
-            # Needs the ServiceMonitor CRD: the observability layer turns it on.
-            "serviceMonitor": {"enabled": False},
+            # DCGM metrics for the GPU dashboard and alerts; needs the ServiceMonitor CRD.
+            "serviceMonitor": {"enabled": stack.monitoring},
         },
         "gfd": {"enabled": True},
         "nfd": {"enabled": True},

@@ -38,10 +38,9 @@ def kuberay_values(stack: StackConfig) -> dict[str, Any]:
         },
         "metrics": {
             "enabled": True,
-            # Needs the ServiceMonitor CRD of kube-prometheus-stack: the observability
-            # layer turns it on together with the stack that defines it.
+            # Needs kube-prometheus-stack's ServiceMonitor CRD: installed after it.
             "serviceMonitor": {
-                "enabled": False,
+                "enabled": stack.monitoring,
                 "interval": "30s",
                 "additionalLabels": {"release": "kube-prometheus-stack"},
             },

@@ -16,6 +16,7 @@ import yaml
 
 from infra.cluster import POOL_LABEL, ROLE_LABEL
 from infra.config import Service, StackConfig, WorkerGroup
+from infra.observability import ray_head_monitoring_env
 from infra.serve_config import SERVE_PORT, serve_config
 
 RAY_VERSION = version("ray")  # pyproject pins it; images use the same tag
@@ -157,6 +158,8 @@ def _container(
             {"name": "gcs-server", "containerPort": 6379},
             {"name": "dashboard", "containerPort": 8265},
             {"name": "client", "containerPort": 10001},
+            {"name": "as-metrics", "containerPort": 44217},  # autoscaler
+            {"name": "dash-metrics", "containerPort": 44227},  # dashboard
         ]
         gcs = "http://localhost:8265/api/gcs_healthz"
         container["readinessProbe"] = _probe(raylet, gcs)
@@ -240,6 +243,8 @@ def rayservice_manifest(
     head = _container(
         "ray-head", inputs, service.head.cpu, service.head.memory, gpus=0, worker=False
     )
+    if stack.monitoring:
+        head["env"] += ray_head_monitoring_env()
     cluster: dict[str, Any] = {
         "rayVersion": RAY_VERSION,
         "enableInTreeAutoscaling": True,

@@ -26,7 +26,15 @@ from infra.rayservice import RedisConnection, SecretKey
 REDIS_IMAGE = (
     "redis:7.4.1-alpine@sha256:c1e88455c85225310bbea54816e9c3f4b5295815e6dbf80c34d40afc6df28275"
 )
+# The Prometheus exporter beside it (pinned by digest), read by the `gcs-redis` PodMonitor.
+REDIS_EXPORTER_IMAGE = (
+    "quay.io/oliver006/redis_exporter:v1.67.0"
+    "@sha256:120f7ec77293459ccfdad66bb1db75ab72e8bfeab99f58b1cc2564cadcd7a9e7"
+)
+REDIS_EXPORTER_PORT = 9121
 REDIS_PORT = 6379
+# Below the 1Gi limit, and never evicting: GCS state must not silently disappear.
+REDIS_MAXMEMORY = "768mb"
 PASSWORD_KEY = "password"  # noqa: S105 - a key name
 CA_KEY = "ca.crt"
 
@@ -57,7 +65,8 @@ def in_cluster_manifests(namespace: str, volume_size: str = "10Gi") -> list[dict
     secret = password_secret_manifest(namespace)["metadata"]["name"]
     command = (
         'exec redis-server --requirepass "$REDIS_PASSWORD" --appendonly yes '
-        "--appendfsync everysec --dir /data --protected-mode no"
+        f"--appendfsync everysec --dir /data --protected-mode no --maxmemory {REDIS_MAXMEMORY} "
+        "--maxmemory-policy noeviction"
     )
     container = {
         "name": "redis",
@@ -88,6 +97,24 @@ def in_cluster_manifests(namespace: str, volume_size: str = "10Gi") -> list[dict
             "runAsUser": 999,
         },
     }
+    exporter = {
+        "name": "redis-exporter",
+        "image": REDIS_EXPORTER_IMAGE,
+        "env": [
+            {"name": "REDIS_ADDR", "value": f"redis://localhost:{REDIS_PORT}"},
+            {
+                "name": "REDIS_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": secret, "key": PASSWORD_KEY}},
+            },
+        ],
+        "ports": [{"name": "redis-metrics", "containerPort": REDIS_EXPORTER_PORT}],
+        "resources": {"requests": {"cpu": "20m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "runAsNonRoot": True,
+            "runAsUser": 59000,
+        },
+    }
     return [
         {
             "apiVersion": "v1",
@@ -112,7 +139,7 @@ def in_cluster_manifests(namespace: str, volume_size: str = "10Gi") -> list[dict
                         "nodeSelector": {ROLE_LABEL: "system"},
                         "securityContext": {"fsGroup": 999},
                         "terminationGracePeriodSeconds": 30,
-                        "containers": [container],
+                        "containers": [container, exporter],
                     },
                 },
                 "volumeClaimTemplates": [

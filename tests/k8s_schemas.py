@@ -25,6 +25,16 @@ REFERENCE_DIR = Path(
 CRD_FILES = {
     ("ray.io/v1", "RayService"): "kuberay-1.7.0/crds/ray.io_rayservices.yaml",
     ("ray.io/v1", "RayCluster"): "kuberay-1.7.0/crds/ray.io_rayclusters.yaml",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): (
+        "kube-prometheus-stack-88.5.3/crds/crd-prometheusrules.yaml"
+    ),
+    (
+        "monitoring.coreos.com/v1",
+        "PodMonitor",
+    ): "kube-prometheus-stack-88.5.3/crds/crd-podmonitors.yaml",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): (
+        "kube-prometheus-stack-88.5.3/crds/crd-servicemonitors.yaml"
+    ),
 }
 
 

@@ -172,6 +172,7 @@ def test_component_type_tokens_follow_the_convention(program: tuple[str, Program
         "rayserve-gke:gpu:GpuOperator",
         "rayserve-gke:redis:GcsRedis",
         "rayserve-gke:ray:RayService",
+        "rayserve-gke:observability:Monitoring",
     }
 
 

@@ -229,8 +229,11 @@ def test_incremental_upgrade_options_are_passed_through() -> None:
 def test_in_cluster_redis_is_durable_authenticated_and_pinned() -> None:
     service, statefulset, pdb = in_cluster_manifests("ray")
     pod = statefulset["spec"]["template"]["spec"]
-    (container,) = pod["containers"]
+    container, exporter = pod["containers"]
     assert "@sha256:" in container["image"] and container["image"] == REDIS_IMAGE
+    assert "@sha256:" in exporter["image"]
+    assert exporter["ports"] == [{"name": "redis-metrics", "containerPort": 9121}]
+    assert "--maxmemory-policy noeviction" in container["command"][-1]
     assert "--appendonly yes" in container["command"][-1]
     assert '--requirepass "$REDIS_PASSWORD"' in container["command"][-1]
     assert container["resources"]["requests"] and container["resources"]["limits"]
