@@ -1,0 +1,19 @@
+"""Metric names the platform's dashboards and alerts may use, by who emits them.
+
+From the pinned versions: Ray 2.60 (Serve's proxy and replica metrics; `ray_` prefix
+added by Ray's exporter), KubeRay 1.7.0's operator metrics, DCGM exporter fields
+(dcgm-exporter's default counters), redis_exporter v1.67, and Prometheus' own `up`.
+"""
+
+RAY_SERVE = {
+    "ray_serve_num_http_requests_total",
+    "ray_serve_num_http_error_requests_total",
+    "ray_serve_http_request_latency_ms_bucket",
+    "ray_serve_deployment_replica_healthy",
+    "ray_serve_deployment_queued_queries",
+}
+KUBERAY = {"kuberay_service_condition_ready"}
+DCGM = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"}
+REDIS_EXPORTER = {"redis_memory_used_bytes", "redis_memory_max_bytes"}
+PROMETHEUS = {"up"}
+KNOWN = RAY_SERVE | KUBERAY | DCGM | REDIS_EXPORTER | PROMETHEUS
