@@ -8,7 +8,7 @@ HTTP_PORT ?= 8000
 STATE_DIR ?= .run
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run stop status test unit render tree lint install lock clean
+.PHONY: run stop status logs test unit render tree lint install lock clean
 
 ## run: serve the stack's apps (STACK=dev) on a local Ray cluster; Ctrl-C stops it
 run: $(STAMP)
@@ -21,6 +21,10 @@ stop: $(STAMP)
 ## status: apps, deployments and replicas of the local cluster
 status: $(STAMP)
 	$(BIN)/python -m localrun --state-dir $(STATE_DIR) status
+
+## logs: every replica's logs of one app (APP=embeddings), merged in time order
+logs: $(STAMP)
+	$(BIN)/python -m localrun --state-dir $(STATE_DIR) logs --app $(APP)
 
 ## test: lint, type-check, then every test (unit, Pulumi mocks, local Ray + Redis)
 test: lint

@@ -26,6 +26,7 @@ REDIS_CA_DIR = "/etc/rayserve/redis-ca"
 REDIS_CA_KEY = "ca.crt"
 AUTH_TOKEN_KEY = "auth_token"  # noqa: S105 - a key name; the key KubeRay reads from authOptions.secretName
 METRICS_PORT = 8080
+RAY_LOGS_DIR = "/tmp/ray"  # noqa: S108 - Ray's own log root, shared with the log shipper
 # Incremental upgrades route through this Gateway class until the edge layer owns it.
 DEFAULT_GATEWAY_CLASS = "gke-l7-global-external-managed"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -167,17 +168,38 @@ def _container(
     return container
 
 
+def _log_shipper(image: str) -> dict[str, Any]:
+    """Tails the Ray container's log files to stdout, as JSON (serve_apps/logship.py)."""
+    return {
+        "name": "log-shipper",
+        "image": image,
+        "command": ["python", "-m", "serve_apps.logship", f"{RAY_LOGS_DIR}/session_latest/logs"],
+        "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "volumeMounts": [{"name": "ray-logs", "mountPath": RAY_LOGS_DIR, "readOnly": True}],
+    }
+
+
 def _pod_spec(
     inputs: RayServiceInputs,
     container: dict[str, Any],
     node_selector: dict[str, str],
     tolerations: list[dict[str, Any]],
+    *,
+    ship_logs: bool,
 ) -> dict[str, Any]:
     volumes, _ = _volumes(inputs)
+    containers = [container]
+    if ship_logs:
+        volumes = [*volumes, {"name": "ray-logs", "emptyDir": {}}]
+        container["volumeMounts"] = [
+            *container["volumeMounts"],
+            {"name": "ray-logs", "mountPath": RAY_LOGS_DIR},
+        ]
+        containers.append(_log_shipper(inputs.image))
     spec: dict[str, Any] = {
         "nodeSelector": node_selector,
         "terminationGracePeriodSeconds": 60,
-        "containers": [container],
+        "containers": containers,
         "volumes": volumes,
     }
     if tolerations:
@@ -209,7 +231,9 @@ def worker_group_spec(
         "rayStartParams": {"metrics-export-port": str(METRICS_PORT)},
         "template": {
             "metadata": {"labels": _labels(service, "worker")},
-            "spec": _pod_spec(inputs, container, selector, tolerations),
+            "spec": _pod_spec(
+                inputs, container, selector, tolerations, ship_logs=stack.log_shipping
+            ),
         },
     }
 
@@ -264,7 +288,9 @@ def rayservice_manifest(
             },
             "template": {
                 "metadata": {"labels": _labels(service, "head")},
-                "spec": _pod_spec(inputs, head, {ROLE_LABEL: "system"}, []),
+                "spec": _pod_spec(
+                    inputs, head, {ROLE_LABEL: "system"}, [], ship_logs=stack.log_shipping
+                ),
             },
         },
         "workerGroupSpecs": [

@@ -36,6 +36,7 @@ from localrun.cluster import (
     wait_until_running,
 )
 from localrun.localize import local_gpu_count, localize, logical_cpus_needed
+from serve_apps.logship import LogFollower
 
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".run"
 
@@ -232,6 +233,24 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def logs(args: argparse.Namespace) -> int:
+    """Every replica's log lines of one app, merged in time order."""
+    state = _running_state(args)
+    if state is None:
+        return 1
+    logs_dir = Path(state.temp_dir) / "session_latest" / "logs"
+    records = list(LogFollower(logs_dir, f"serve/replica_{args.app}_*.log").poll())
+    if not records:
+        raise LocalRunError(f"no replica logs of app '{args.app}' under {logs_dir / 'serve'}")
+    records.sort(key=lambda r: int(r.get("timestamp_ns", 0)))
+    for record in records:
+        say(
+            f"{record.get('asctime', '')} {record.get('deployment', '')} "
+            f"{record.get('replica', '')} {record.get('levelname', '')} {record.get('message', '')}"
+        )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localrun", description=__doc__)
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
@@ -243,9 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--no-redis", action="store_true", help="run without GCS fault tolerance")
     commands.add_parser("down", help="stop the local cluster")
     commands.add_parser("status", help="show apps and replicas")
+    show_logs = commands.add_parser("logs", help="all replicas' logs of one app, merged")
+    show_logs.add_argument("--app", required=True, help="the app's name in the stack config")
     args = parser.parse_args(argv)
     try:
-        return {"up": up, "down": down, "status": status}[args.command](args)
+        return {"up": up, "down": down, "status": status, "logs": logs}[args.command](args)
     except ConfigError as exc:
         say(str(exc))
         return 2

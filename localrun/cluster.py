@@ -7,6 +7,7 @@ teardown leaves nothing behind and never touches another Ray cluster on the mach
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -134,6 +135,8 @@ class ClusterState:
     redis_sid: int | None = None
     redis_port: int | None = None
     api_key_file: str = ""
+    temp_dir: str = ""
+    """Ray's --temp-dir: this cluster's sessions and logs, apart from any other cluster."""
 
     @property
     def dashboard_url(self) -> str:
@@ -176,6 +179,9 @@ class LocalCluster:
         self.state_dir = state_dir = state_dir.resolve()
         self.namespace = namespace
         self.state = ClusterState(ports=ports or ClusterPorts())
+        # Short (Ray's sockets live there) and unique per state dir.
+        digest = hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:10]
+        self.state.temp_dir = f"/tmp/rayserve-{digest}"  # noqa: S108
         self.use_redis = use_redis
         self.num_cpus = num_cpus or max(os.cpu_count() or 1, 4)
         self.log = log
@@ -274,6 +280,7 @@ class LocalCluster:
             "--dashboard-agent-grpc-port", str(ports.agent_grpc),
             "--runtime-env-agent-port", str(ports.runtime_env_agent),
             "--num-cpus", str(self.num_cpus),
+            "--temp-dir", self.state.temp_dir,
             "--disable-usage-stats",
         ]  # fmt: skip
         if self.use_redis and self.state.redis_port:

@@ -175,7 +175,7 @@ def test_rayservice_spec(stack_name: str) -> None:
             assert (pod["nodeSelector"].get("cloud.google.com/gke-spot") == "true") is pool.spot
             assert (SPOT_TOLERATION in pod.get("tolerations", [])) is pool.spot
         for pod in [head_pod, *(g["template"]["spec"] for g in groups.values())]:
-            (container,) = pod["containers"]
+            container = pod["containers"][0]
             env = {e["name"]: e.get("value") for e in container["env"]}
             assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == (
                 "serve_apps.auth.middleware:proxy_middlewares"
@@ -183,8 +183,17 @@ def test_rayservice_spec(stack_name: str) -> None:
             assert env["RAYSERVE_API_KEYS_FILE"] == "/etc/rayserve/api-keys/keys.json"
             assert {"readinessProbe", "livenessProbe", "lifecycle"} <= container.keys()
             assert pod["terminationGracePeriodSeconds"] >= 30
-            secrets = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"]}
+            secrets = {
+                v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v
+            }
             assert secrets["api-keys"] == f"{service.name}-api-keys"
+            # The log shipper tails the Ray container's logs from a shared volume.
+            shipper = pod["containers"][1]
+            assert shipper["name"] == "log-shipper"
+            assert shipper["image"] == container["image"]
+            assert shipper["command"][:3] == ["python", "-m", "serve_apps.logship"]
+            shared = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+            assert shared["ray-logs"] == "/tmp/ray"
 
 
 def test_gcs_fault_tolerance_per_redis_mode() -> None:
@@ -197,7 +206,7 @@ def test_gcs_fault_tolerance_per_redis_mode() -> None:
     for prod in _rayservices("prod"):
         cluster = prod["spec"]["rayClusterConfig"]
         assert cluster["gcsFaultToleranceOptions"]["redisAddress"] == MEMORYSTORE_ADDRESS
-        (head,) = cluster["headGroupSpec"]["template"]["spec"]["containers"]
+        head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e["value"] for e in head["env"]}
         assert env["RAY_REDIS_CA_CERT"] == "/etc/rayserve/redis-ca/ca.crt"
     (no_redis,) = _rayservices("dev", redis="none")
@@ -318,3 +327,12 @@ def test_render_writes_one_valid_yaml_file_per_object(stack_name: str, tmp_path:
     charts = {p.stem: yaml.safe_load(p.read_text()) for p in written if p.parent.name == "helm"}
     assert charts["kuberay-operator"]["version"] == "1.7.0"
     assert charts["gpu-operator"]["version"] == "v26.7.0"
+
+
+def test_log_shipping_off_means_one_container_per_ray_pod() -> None:
+    for rayservice in _rayservices("dev", log_shipping=False):
+        cluster = rayservice["spec"]["rayClusterConfig"]
+        for template in [cluster["headGroupSpec"]["template"],
+                         *(g["template"] for g in cluster["workerGroupSpecs"])]:  # fmt: skip
+            assert [c["name"] for c in template["spec"]["containers"]] in (
+                ["ray-head"], ["ray-worker"])  # fmt: skip

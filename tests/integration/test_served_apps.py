@@ -294,6 +294,43 @@ def test_a_failing_app_reports_its_error(make_run: MakeRun) -> None:
     assert "broken" not in applications(make_run.state.dashboard_url)
 
 
+def test_the_metrics_dashboards_and_alerts_use_are_emitted(make_run: MakeRun) -> None:
+    """A real local cluster's metrics endpoint, after the requests above, has every Serve
+    metric the overview dashboard and the alert rules query."""
+    from tests.known_metrics import RAY_SERVE
+
+    deadline = time.monotonic() + 60
+    missing = set(RAY_SERVE)
+    while missing and time.monotonic() < deadline:
+        text = httpx.get(make_run.state.metrics_url, timeout=10).text
+        present = {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines()}
+        missing = RAY_SERVE - present
+        time.sleep(2)
+    assert not missing, f"not emitted: {sorted(missing)}"
+
+
+def test_make_logs_merges_every_replica_of_an_app(make_run: MakeRun) -> None:
+    config = _dev_config_with(make_run)
+    classifier = config["applications"][1]["deployments"][0]
+    classifier["num_replicas"] = 2
+    deploy(make_run.state.dashboard_url, config)
+    wait_until_running(make_run.state.dashboard_url, ["embeddings", "classifier"], 300)
+    deadline = time.monotonic() + 120
+    while len(_replica_ids(make_run, "classifier")) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    example = (make_run.state_dir / "examples" / "classifier.json").read_bytes()
+    headers = {**make_run.auth(), "Content-Type": "application/json"}
+    for _ in range(20):
+        httpx.post(f"{make_run.url}/classify", content=example, headers=headers, timeout=30)
+    logs = subprocess.run(
+        ["make", "-s", "logs", "APP=classifier", f"STATE_DIR={make_run.state_dir}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    lines = [line.split() for line in logs.stdout.splitlines() if "classifier_Classifier" in line]
+    replicas = {fields[3] for fields in lines if len(fields) > 3}
+    assert len(replicas) >= 2, logs.stdout[-2000:]
+
+
 def test_make_status_then_make_stop_leave_nothing_running(make_run: MakeRun) -> None:
     """Last in this module: `make status` and `make stop`, from another terminal."""
     state = make_run.state
