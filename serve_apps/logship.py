@@ -57,6 +57,7 @@ class LogFollower:
             if inode != stat.st_ino or stat.st_size < offset:
                 offset = 0  # rotated or truncated: the file starts over
                 self._partial.pop(path, None)
+            self._positions[path] = (stat.st_ino, offset)
             if stat.st_size == offset:
                 continue
             with path.open("rb") as handle:
