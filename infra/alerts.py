@@ -36,7 +36,8 @@ def serve_rules(stack: StackConfig) -> list[dict[str, Any]]:
     rules = [
         _alert(
             "RayServiceNotReady",
-            "max by (namespace, name) (kuberay_service_condition_ready) == 0",
+            # KubeRay exports a constant 1 labelled with the condition's status.
+            'max by (namespace, name) (kuberay_service_condition_ready{condition="false"}) == 1',
             "10m",
             "critical",
             summary="RayService {{ $labels.namespace }}/{{ $labels.name }} is not Ready",

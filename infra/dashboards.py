@@ -124,7 +124,7 @@ def overview_dashboard(stack: StackConfig) -> dict[str, Any]:
             7,
             "RayService ready",
             {
-                "{{namespace}}/{{name}}": "max by (namespace, name) (kuberay_service_condition_ready)"
+                "{{namespace}}/{{name}}": 'max by (namespace, name) (kuberay_service_condition_ready{condition="true"})'
             },
         ),
         _panel(

@@ -57,8 +57,8 @@ def promtool_tests(stack: StackConfig) -> list[dict[str, Any]]:
     hot, calm = apps[0].name, apps[1].name
     serving = {"namespace": "ray", "ray_io_cluster": "serving-x1"}
     series = [
-        _series("kuberay_service_condition_ready", {"namespace": "ray", "name": "broken"}, "0x20"),
-        _series("kuberay_service_condition_ready", {"namespace": "ray", "name": "fine"}, "1x20"),
+        _series("kuberay_service_condition_ready", {"namespace": "ray", "name": "broken", "condition": "false"}, "1x20"),
+        _series("kuberay_service_condition_ready", {"namespace": "ray", "name": "fine", "condition": "true"}, "1x20"),
         _series("up", {**serving, "ray_node_type": "head"}, "0x20"),
         _series("up", {"namespace": "ray", "ray_io_cluster": "ok-x2", "ray_node_type": "head"}, "1x20"),
         _series("ray_serve_num_http_requests_total", {"application": hot}, "0+100x20"),
