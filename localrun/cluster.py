@@ -340,6 +340,8 @@ class LocalCluster:
         if self._redis is not None:
             self._redis.wait(timeout=10)
             self._redis = None
+        # Ray's sessions (logs, spilled objects) of this cluster go with it.
+        shutil.rmtree(self.state.temp_dir, ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
 
 
