@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -209,6 +210,8 @@ def down(args: argparse.Namespace) -> int:
     for sid in (state.ray_sid, state.redis_sid):  # whatever is left if it could not
         if sid is not None and session_alive(sid):
             kill_session(sid)
+    if state.temp_dir:
+        shutil.rmtree(state.temp_dir, ignore_errors=True)
     (args.state_dir / "state.json").unlink(missing_ok=True)
     say("stopped: Ray and Redis are down")
     return 0
