@@ -79,28 +79,15 @@ class RayService(pulumi.ComponentResource):
             ),
         ]
         inputs = RayServiceInputs(
-            namespace=namespace, image="IMAGE", api_keys=keys, auth_token=auth, redis=args.redis
+            namespace=namespace, image=args.image, api_keys=keys, auth_token=auth, redis=args.redis
         )
         manifest: dict[str, Any] = rayservice_manifest(args.stack, service, inputs)
-        spec = _with_image(manifest["spec"], args.image)
         self.custom_resource = k8s.apiextensions.CustomResource(
             name,
             api_version=manifest["apiVersion"],
             kind=manifest["kind"],
             metadata=manifest["metadata"],
-            spec=spec,
+            spec=manifest["spec"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *secrets]),
         )
         self.register_outputs({})
-
-
-def _with_image(spec: dict[str, Any], image: pulumi.Input[str]) -> dict[str, Any]:
-    """The spec with every Ray container's image set to the (digest) Output."""
-    cluster = spec["rayClusterConfig"]
-    for template in [
-        cluster["headGroupSpec"]["template"],
-        *(group["template"] for group in cluster["workerGroupSpecs"]),
-    ]:
-        for container in template["spec"]["containers"]:
-            container["image"] = image
-    return spec

@@ -59,8 +59,8 @@ class RayServiceInputs:
     """What a RayService needs from other components (all names, no secret values)."""
 
     namespace: str
-    image: str
-    """`repo@sha256:<digest>`."""
+    image: Any
+    """`repo@sha256:<digest>` (a str, or a Pulumi Output during `pulumi up`)."""
     api_keys: SecretKey
     auth_token: SecretKey
     redis: RedisConnection | None
