@@ -10,6 +10,7 @@ import yaml
 
 from infra.cluster import GkeCluster, GkeClusterArgs
 from infra.config_sources import load_pulumi_config
+from infra.edge import Edge, EdgeArgs, hostnames
 from infra.gpu_operator import GpuOperator, GpuOperatorArgs, needs_gpu_operator
 from infra.images import (
     ArtifactRegistry,
@@ -103,11 +104,25 @@ for service in stack.services:
         ),
         opts=on_cluster,
     )
+edge = Edge(
+    name,
+    EdgeArgs(
+        stack,
+        iap_client_id=secrets.get_secret("iapOAuthClientId"),
+        iap_client_secret=secrets.get_secret("iapOAuthClientSecret"),
+        network=network.network.id if stack.cluster_mode == "gke" else None,
+        subnetwork=network.subnetwork.id if stack.cluster_mode == "gke" else None,
+    ),
+    opts=pulumi.ResourceOptions(providers=[access.provider], depends_on=[kuberay.namespace]),
+)
 serve_configs = {service.name: serve_config(stack, service) for service in stack.services}
 
 if access.kubeconfig is not None:
     pulumi.export("kubeconfig", access.kubeconfig)
 pulumi.export("registryUrl", repository)
+if edge.address is not None:
+    pulumi.export("gatewayAddress", edge.address)
+pulumi.export("endpoints", {name: f"https://{host}" for name, host in hostnames(stack).items()})
 pulumi.export("imageDigests", images.refs)
 pulumi.export("production", stack.production)
 pulumi.export(

@@ -290,6 +290,26 @@ class StackConfig(_Model):
     redis: Literal["in-cluster", "memorystore", "none"] = Field(
         "in-cluster", description="Redis behind the GCS for fault tolerance."
     )
+    domain: str = Field(
+        "", description="Public DNS name of the Serve API; ray.<domain>, grafana.<domain> too."
+    )
+    gateway_class: Literal[
+        "gke-l7-global-external-managed", "gke-l7-regional-external-managed", "gke-l7-rilb"
+    ] = Field("gke-l7-global-external-managed", description="GKE Gateway class.")
+    proxy_only_cidr: str = Field(
+        "10.129.0.0/23", description="Proxy-only subnet of regional Gateway classes."
+    )
+    tls_secret: str = Field(
+        "", description="Existing mode: a kubernetes.io/tls Secret in `namespace` for the Gateway."
+    )
+    iap_members: list[str] = Field(
+        default_factory=list,
+        description="Who may open the Ray dashboards and Grafana through IAP.",
+    )
+    cloud_armor: bool = Field(False, description="Cloud Armor policy on the Serve backends.")
+    rate_limit_per_minute: int = Field(
+        600, ge=1, description="Cloud Armor: requests per minute per client IP."
+    )
     request_timeout_s: int = Field(
         60, ge=1, le=3600, description="Serve request timeout and load balancer timeout."
     )
@@ -340,7 +360,7 @@ class StackConfig(_Model):
 # pulumi/pulumi#11321), so they are documented there in comments instead.
 STRUCTURED_KEYS = ("nodePools", "services")
 # Keys the Pulumi engine hands over JSON-encoded (lists and objects).
-JSON_KEYS = (*STRUCTURED_KEYS, "masterAuthorizedNetworks")
+JSON_KEYS = (*STRUCTURED_KEYS, "masterAuthorizedNetworks", "iapMembers")
 SYSTEM_POOL = "system"
 
 # ---------------------------------------------------------------------------
@@ -765,6 +785,7 @@ def _cluster_issues(cfg: StackConfig) -> list[ConfigIssue]:
             if not value
         ]
     issues += _cidr_issues(cfg)
+    issues += _edge_issues(cfg)
     if not re.fullmatch(r"^[a-z]+-[a-z]+\d+$", cfg.region):
         issues.append(
             ConfigIssue("region", f"'{cfg.region}' is not a GCP region (e.g. us-central1)")
@@ -789,6 +810,7 @@ def _cidr_issues(cfg: StackConfig) -> list[ConfigIssue]:
         ("podCidr", cfg.pod_cidr),
         ("serviceCidr", cfg.service_cidr),
         ("masterCidr", cfg.master_cidr),
+        ("proxyOnlyCidr", cfg.proxy_only_cidr),
     ):
         try:
             ranges[key] = ipaddress.IPv4Network(value)
@@ -809,6 +831,33 @@ def _cidr_issues(cfg: StackConfig) -> list[ConfigIssue]:
         except ValueError as exc:
             issues.append(
                 ConfigIssue(f"masterAuthorizedNetworks[{i}]", f"'{value}' is not a CIDR ({exc})")
+            )
+    return issues
+
+
+def _edge_issues(cfg: StackConfig) -> list[ConfigIssue]:
+    issues = []
+    if not re.fullmatch(r"([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\.)+[a-z]{2,63}", cfg.domain):
+        issues.append(
+            ConfigIssue("domain", f"'{cfg.domain}' is not a DNS name (e.g. serve.example.com)")
+        )
+    if cfg.cluster_mode == "existing" and not cfg.tls_secret:
+        issues.append(
+            ConfigIssue(
+                "tlsSecret",
+                "required when clusterMode is existing (no Certificate Manager there): "
+                "a kubernetes.io/tls Secret for the Gateway",
+            )
+        )
+    member = re.compile(r"(user|group|serviceAccount|domain):[^\s]+")
+    for i, value in enumerate(cfg.iap_members):
+        if not member.fullmatch(value):
+            issues.append(
+                ConfigIssue(
+                    f"iapMembers[{i}]",
+                    f"'{value}' is not an IAM member; allowed: user:..., group:..., "
+                    "serviceAccount:..., domain:...",
+                )
             )
     return issues
 

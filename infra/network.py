@@ -27,6 +27,10 @@ def node_tag(name: str) -> str:
     return f"{name}-node"
 
 
+def stack_needs_proxy_subnet(stack: StackConfig) -> bool:
+    return stack.gateway_class != "gke-l7-global-external-managed"
+
+
 def network_spec(name: str, stack: StackConfig) -> dict[str, Any]:
     """Plain arguments of every network resource, keyed by resource."""
     return {
@@ -55,6 +59,15 @@ def network_spec(name: str, stack: StackConfig) -> dict[str, Any]:
             "nat_ip_allocate_option": "AUTO_ONLY",
             "source_subnetwork_ip_ranges_to_nat": "ALL_SUBNETWORKS_ALL_IP_RANGES",
             "log_config": {"enable": True, "filter": "ERRORS_ONLY"},
+            "project": stack.gcp_project,
+        },
+        "proxy_only_subnetwork": {
+            # Regional Gateway classes run their Envoy proxies in this subnet.
+            "name": f"{name}-proxy-only",
+            "region": stack.region,
+            "ip_cidr_range": stack.proxy_only_cidr,
+            "purpose": "REGIONAL_MANAGED_PROXY",
+            "role": "ACTIVE",
             "project": stack.gcp_project,
         },
         "webhook_firewall": {
@@ -101,4 +114,11 @@ class Network(pulumi.ComponentResource):
             **spec["webhook_firewall"],
             opts=child,
         )
+        if stack_needs_proxy_subnet(args.stack):
+            gcp.compute.Subnetwork(
+                f"{name}-proxy-only",
+                network=self.network.id,
+                **spec["proxy_only_subnetwork"],
+                opts=child,
+            )
         self.register_outputs({"network": self.network.id, "subnetwork": self.subnetwork.id})

@@ -21,6 +21,7 @@ import yaml
 
 from infra.config import PROJECT_ROOT, ConfigError, StackConfig
 from infra.config_sources import load_stack_file
+from infra.edge import edge_objects, is_global
 from infra.gpu_operator import (
     GPU_OPERATOR_CHART,
     GPU_OPERATOR_NAMESPACE,
@@ -39,6 +40,7 @@ from infra.kuberay import (
     kuberay_values,
     operator_namespace,
 )
+from infra.network_policies import network_policies
 from infra.ray_services import api_keys_secret, auth_token_secret
 from infra.rayservice import RayServiceInputs, RedisConnection, SecretKey, rayservice_manifest
 from infra.redis import (
@@ -50,6 +52,7 @@ from infra.redis import (
 )
 
 SOURCE_ANNOTATION = "rayserve-gke/value-source"
+IAP_CLIENT_ID = "IAP_OAUTH_CLIENT_ID"  # ESC secret config iapOAuthClientId, set at pulumi up
 MEMORYSTORE_ADDRESS = "rediss://MEMORYSTORE_HOST:6378"
 
 
@@ -117,6 +120,16 @@ def stack_objects(stack: StackConfig, stack_name: str) -> list[dict[str, Any]]:
             redis=connection,
         )
         objects.append(rayservice_manifest(stack, service, inputs))
+    name = f"rayserve-{stack_name}"
+    on_gke = stack.cluster_mode == "gke"
+    objects += edge_objects(
+        stack,
+        name,
+        address_name=f"{name}-gateway" if on_gke else None,
+        armor=f"{name}-serve-armor" if on_gke and stack.cloud_armor and is_global(stack) else None,
+        iap_client_id=IAP_CLIENT_ID,
+    )
+    objects += network_policies(stack)
     return objects
 
 

@@ -173,6 +173,7 @@ def test_component_type_tokens_follow_the_convention(program: tuple[str, Program
         "rayserve-gke:redis:GcsRedis",
         "rayserve-gke:ray:RayService",
         "rayserve-gke:observability:Monitoring",
+        "rayserve-gke:edge:Edge",
     }
 
 
@@ -241,7 +242,11 @@ def test_stack_outputs(program: tuple[str, ProgramRun]) -> None:
 
 def test_nodes_may_only_read_the_stacks_registry(program: tuple[str, ProgramRun]) -> None:
     _, run = program
-    project_roles = {r.inputs["role"] for r in run.of_type("gcp:projects/iAMMember:IAMMember")}
+    project_roles = {
+        r.inputs["role"]
+        for r in run.of_type("gcp:projects/iAMMember:IAMMember")
+        if r.parent is not None and r.parent[0] == "rayserve-gke:cluster:GkeCluster"
+    }
     assert project_roles == {"roles/container.defaultNodeServiceAccount"}
     (reader,) = run.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
     assert reader.inputs["role"] == "roles/artifactregistry.reader"
@@ -254,6 +259,7 @@ def test_existing_cluster_mode_creates_no_gcp_resource() -> None:
             "clusterMode": "existing",
             "kubeContext": "kind-rayserve",
             "imageRepository": "localhost:5001/rayserve",
+            "tlsSecret": "rayserve-tls",
         },
     )
     assert not [r for r in run.resources if r.type.startswith("gcp:")]

@@ -7,6 +7,7 @@ import re
 import shlex
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -329,6 +330,46 @@ def test_make_logs_merges_every_replica_of_an_app(make_run: MakeRun) -> None:
     lines = [line.split() for line in logs.stdout.splitlines() if "classifier_Classifier" in line]
     replicas = {fields[3] for fields in lines if len(fields) > 3}
     assert len(replicas) >= 2, logs.stdout[-2000:]
+
+
+def test_key_rotation_takes_effect_without_restarting_ray(make_run: MakeRun) -> None:
+    """Add a key, move to it, revoke the old one: the proxies re-read the key file."""
+    import json as json_module
+
+    from serve_apps.auth.keys import hash_key, new_key
+
+    key_file = Path(make_run.state.api_key_file)
+    old_key, fresh_key = make_run.api_key, new_key()
+    proxy_actors = _proxy_actor_ids(make_run)
+    url = f"{make_run.url}/classify"
+
+    def status_with(key: str) -> int:
+        return httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
+
+    def wait_for(key: str, status: int) -> None:
+        deadline = time.monotonic() + 30
+        while status_with(key) != status and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert status_with(key) == status
+
+    assert status_with(fresh_key) == 401
+    both = {"local": hash_key(old_key), "rotated": hash_key(fresh_key)}
+    key_file.write_text(json_module.dumps(both))
+    wait_for(fresh_key, 200)
+    assert status_with(old_key) == 200  # both valid while clients move over
+    key_file.write_text(json_module.dumps({"rotated": hash_key(fresh_key)}))
+    wait_for(old_key, 401)
+    assert status_with(fresh_key) == 200
+    assert _proxy_actor_ids(make_run) == proxy_actors  # the same proxies throughout
+    key_file.write_text(json_module.dumps({"local": hash_key(old_key)}))  # as it was
+    wait_for(old_key, 200)
+
+
+def _proxy_actor_ids(make_run: MakeRun) -> set[str]:
+    details = httpx.get(
+        f"{make_run.state.dashboard_url}/api/serve/applications/", timeout=10
+    ).json()
+    return {proxy["actor_id"] for proxy in details["proxies"].values()}
 
 
 def test_make_status_then_make_stop_leave_nothing_running(make_run: MakeRun) -> None:
