@@ -849,6 +849,14 @@ def _edge_issues(cfg: StackConfig) -> list[ConfigIssue]:
                 "a kubernetes.io/tls Secret for the Gateway",
             )
         )
+    if cfg.cloud_armor and cfg.gateway_class != "gke-l7-global-external-managed":
+        issues.append(
+            ConfigIssue(
+                "cloudArmor",
+                "Cloud Armor backend policies here are global; allowed with "
+                f"{cfg.gateway_class}: false (or gatewayClass gke-l7-global-external-managed)",
+            )
+        )
     member = re.compile(r"(user|group|serviceAccount|domain):[^\s]+")
     for i, value in enumerate(cfg.iap_members):
         if not member.fullmatch(value):

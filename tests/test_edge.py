@@ -286,3 +286,14 @@ def test_existing_cluster_uses_the_tls_secret() -> None:
         {"kind": "Secret", "name": "rayserve-tls"}
     ]
     assert "addresses" not in gateway["spec"]
+
+
+def test_cloud_armor_needs_the_global_gateway() -> None:
+    from infra.config import ConfigError, parse_stack_config
+    from infra.config_sources import declared_config, stack_file_values
+
+    values = {k: d["default"] for k, d in declared_config().items() if "default" in d}
+    values |= stack_file_values("prod") | {"gatewayClass": "gke-l7-regional-external-managed"}
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config(values)
+    assert [i.path for i in caught.value.issues] == ["cloudArmor"]
