@@ -27,6 +27,7 @@ from infra.observability import Monitoring, MonitoringArgs
 from infra.ray_services import RayService, RayServiceArgs
 from infra.redis import GcsRedis, GcsRedisArgs
 from infra.serve_config import serve_config
+from infra.upgrades import UpgradeGuard, UpgradeGuardArgs
 
 stack = load_pulumi_config()
 name = f"rayserve-{pulumi.get_stack()}"
@@ -89,8 +90,9 @@ redis = GcsRedis(
     ),
     opts=pulumi.ResourceOptions(providers=[access.provider], depends_on=[kuberay.namespace]),
 )
+ray_services = {}
 for service in stack.services:
-    RayService(
+    ray_services[service.name] = RayService(
         f"{name}-{service.name}",
         RayServiceArgs(
             stack,
@@ -115,6 +117,12 @@ edge = Edge(
     ),
     opts=pulumi.ResourceOptions(providers=[access.provider], depends_on=[kuberay.namespace]),
 )
+# Warn (prod: fail) before KubeRay replaces a Ray cluster; remember this run's clusters.
+guard = UpgradeGuard(
+    name,
+    UpgradeGuardArgs(stack, {n: rs.cluster_config for n, rs in ray_services.items()}),
+)
+pulumi.export("rayClusterConfigs", guard.current)
 serve_configs = {service.name: serve_config(stack, service) for service in stack.services}
 
 if access.kubeconfig is not None:

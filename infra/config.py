@@ -290,6 +290,9 @@ class StackConfig(_Model):
     kuberay_single_namespace: bool = Field(
         False, description="Install KubeRay namespace-scoped, watching only `namespace`."
     )
+    fail_on_cluster_replacement: bool = Field(
+        False, description="Fail an update that would replace a Ray cluster (prod)."
+    )
     redis: Literal["in-cluster", "memorystore", "none"] = Field(
         "in-cluster", description="Redis behind the GCS for fault tolerance."
     )

@@ -82,6 +82,9 @@ class RayService(pulumi.ComponentResource):
             namespace=namespace, image=args.image, api_keys=keys, auth_token=auth, redis=args.redis
         )
         manifest: dict[str, Any] = rayservice_manifest(args.stack, service, inputs)
+        self.cluster_config: pulumi.Output[Any] = pulumi.Output.from_input(
+            manifest["spec"]["rayClusterConfig"]
+        )
         self.custom_resource = k8s.apiextensions.CustomResource(
             name,
             api_version=manifest["apiVersion"],

@@ -27,8 +27,6 @@ REDIS_CA_KEY = "ca.crt"
 AUTH_TOKEN_KEY = "auth_token"  # noqa: S105 - a key name; the key KubeRay reads from authOptions.secretName
 METRICS_PORT = 8080
 RAY_LOGS_DIR = "/tmp/ray"  # noqa: S108 - Ray's own log root, shared with the log shipper
-# Incremental upgrades route through this Gateway class until the edge layer owns it.
-DEFAULT_GATEWAY_CLASS = "gke-l7-global-external-managed"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 SPOT_TOLERATION = {
     "key": "cloud.google.com/gke-spot",
@@ -247,12 +245,12 @@ def _labels(service: Service, role: str) -> dict[str, str]:
     }
 
 
-def _upgrade_strategy(service: Service) -> dict[str, Any]:
+def _upgrade_strategy(stack: StackConfig, service: Service) -> dict[str, Any]:
     strategy = service.upgrade_strategy
     spec: dict[str, Any] = {"type": strategy.type}
     if strategy.type == "NewClusterWithIncrementalUpgrade":
         spec["clusterUpgradeOptions"] = {
-            "gatewayClassName": DEFAULT_GATEWAY_CLASS,
+            "gatewayClassName": stack.gateway_class,
             "stepSizePercent": strategy.step_size_percent,
             "intervalSeconds": strategy.interval_seconds,
             "maxSurgePercent": strategy.max_surge_percent,
@@ -322,7 +320,7 @@ def rayservice_manifest(
         "spec": {
             "serveConfigV2": yaml.safe_dump(serve_config(stack, service), sort_keys=False),
             "excludeHeadPodFromServeSvc": True,
-            "upgradeStrategy": _upgrade_strategy(service),
+            "upgradeStrategy": _upgrade_strategy(stack, service),
             "rayClusterConfig": cluster,
         },
     }

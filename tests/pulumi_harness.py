@@ -88,12 +88,24 @@ class ProgramRun(pulumi.runtime.Mocks):
     outputs: dict[str, Any] = field(default_factory=dict)
     """Stack outputs, resolved (secrets as plain values)."""
     calls: list[str] = field(default_factory=list)
+    previous_outputs: dict[str, Any] = field(default_factory=dict)
+    """What a StackReference to the stack itself reads: its last update's outputs."""
     parents: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)
     depends_on: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
     """(type, name) -> the resources its `depends_on` names (not inherited ones)."""
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         inputs = dict(args.inputs)
+        if args.typ == "pulumi:pulumi:StackReference":
+            state = {
+                "name": inputs["name"],
+                "outputs": self.previous_outputs,
+                "secretOutputNames": [],
+            }
+            self.resources.append(
+                MockedResource(args.typ, args.name, inputs, self.parents.get((args.typ, args.name)))
+            )
+            return f"{args.name}-id", state
         self.resources.append(
             MockedResource(args.typ, args.name, inputs, self.parents.get((args.typ, args.name)))
         )

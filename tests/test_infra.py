@@ -174,6 +174,7 @@ def test_component_type_tokens_follow_the_convention(program: tuple[str, Program
         "rayserve-gke:ray:RayService",
         "rayserve-gke:observability:Monitoring",
         "rayserve-gke:edge:Edge",
+        "rayserve-gke:release:UpgradeGuard",
     }
 
 
