@@ -83,7 +83,7 @@ def _second_run(
 ) -> tuple[ProgramRun, list[str]]:
     warnings: list[str] = []
     original = pulumi.log.warn
-    pulumi.log.warn = lambda message, *a, **k: warnings.append(message)  # type: ignore[assignment]
+    pulumi.log.warn = lambda message, *a, **k: warnings.append(message)
     try:
         run = ProgramRun(previous_outputs={"rayClusterConfigs": first.outputs["rayClusterConfigs"]})
         run_program(stack, overrides, run=run)

@@ -1,0 +1,1 @@
+"""rayserve-gke's Pulumi policy pack; the rules themselves are plain functions in rules.py."""

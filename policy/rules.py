@@ -1,0 +1,133 @@
+"""Guardrails as plain functions: (resource type, inputs, config) -> violations.
+
+`policy/__main__.py` registers each with pulumi-policy; tests call them directly on
+passing and failing resources and on every resource the real program declares.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+RAYSERVICE = "kubernetes:ray.io/v1:RayService"
+NODE_POOL = "gcp:container/nodePool:NodePool"
+SERVICE = "kubernetes:core/v1:Service"
+CHARTS = ("kubernetes:helm.sh/v3:Release", "kubernetes:helm.sh/v4:Chart")
+PROXY_CALLBACK = "serve_apps.auth.middleware:proxy_middlewares"
+
+
+def _walk(value: Any) -> Iterator[Mapping[str, Any]]:
+    if isinstance(value, Mapping):
+        yield value
+        for item in value.values():
+            yield from _walk(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _walk(item)
+
+
+def _containers(props: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    cluster = props.get("spec", {}).get("rayClusterConfig", {})
+    templates = [cluster.get("headGroupSpec", {}).get("template", {})]
+    templates += [g.get("template", {}) for g in cluster.get("workerGroupSpecs", [])]
+    return [c for t in templates for c in t.get("spec", {}).get("containers", [])]
+
+
+def gcs_fault_tolerance(
+    kind: str, props: Mapping[str, Any], config: Mapping[str, Any]
+) -> list[str]:
+    if kind != RAYSERVICE or not config.get("requireGcsFaultTolerance", False):
+        return []
+    options = props.get("spec", {}).get("rayClusterConfig", {}).get("gcsFaultToleranceOptions")
+    if not options or not options.get("redisAddress"):
+        return ["a production RayService needs gcsFaultToleranceOptions with a Redis address"]
+    return []
+
+
+def images_pinned_by_digest(
+    kind: str, props: Mapping[str, Any], config: Mapping[str, Any]
+) -> list[str]:
+    del config
+    if kind in CHARTS:
+        return []  # a chart's images are pinned by the chart version (see charts_have_versions)
+    return [
+        f"image '{node['image']}' is not pinned by digest (use repo@sha256:...)"
+        for node in _walk(props)
+        if isinstance(node.get("image"), str) and "@sha256:" not in node["image"]
+    ]
+
+
+def charts_have_versions(
+    kind: str, props: Mapping[str, Any], config: Mapping[str, Any]
+) -> list[str]:
+    del config
+    if kind in CHARTS and not props.get("version"):
+        return [f"chart '{props.get('chart')}' has no pinned version"]
+    return []
+
+
+def no_load_balancer_services(
+    kind: str, props: Mapping[str, Any], config: Mapping[str, Any]
+) -> list[str]:
+    del config
+    if kind == SERVICE and props.get("spec", {}).get("type") in ("LoadBalancer", "NodePort"):
+        return ["Services are ClusterIP: the Gateway is the only way in"]
+    return []
+
+
+def gpu_pools_tainted(kind: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    del config
+    node_config = props.get("nodeConfig", {})
+    if kind != NODE_POOL or not node_config.get("guestAccelerators"):
+        return []
+    taints = node_config.get("taints") or []
+    wanted = {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
+    if not any(all(t.get(k) == v for k, v in wanted.items()) for t in taints):
+        return ["GPU node pools carry the taint nvidia.com/gpu=present:NoSchedule"]
+    return []
+
+
+def serve_auth_on(kind: str, props: Mapping[str, Any], config: Mapping[str, Any]) -> list[str]:
+    del config
+    if kind != RAYSERVICE:
+        return []
+    problems = []
+    for container in _containers(props):
+        if container.get("name") not in ("ray-head", "ray-worker"):
+            continue
+        env = {e.get("name"): e.get("value") for e in container.get("env", [])}
+        if env.get("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH") != PROXY_CALLBACK:
+            problems.append(
+                f"{container.get('name')}: Serve's proxy does not load the API-key middleware"
+            )
+    return problems
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    check: Callable[[str, Mapping[str, Any], Mapping[str, Any]], list[str]]
+
+
+RULES = [
+    Rule(
+        "gcs-fault-tolerance",
+        "Production RayServices keep GCS state in Redis.",
+        gcs_fault_tolerance,
+    ),
+    Rule(
+        "images-pinned-by-digest", "Every image is referenced by digest.", images_pinned_by_digest
+    ),
+    Rule("charts-have-versions", "Every Helm chart is pinned to a version.", charts_have_versions),
+    Rule(
+        "no-load-balancer-services",
+        "No LoadBalancer/NodePort Service besides the Gateway.",
+        no_load_balancer_services,
+    ),
+    Rule(
+        "gpu-pools-tainted", "GPU node pools are tainted for GPU workloads only.", gpu_pools_tainted
+    ),
+    Rule("serve-auth-on", "Every Serve proxy checks API keys.", serve_auth_on),
+]

@@ -1,0 +1,116 @@
+"""The policy pack's rules, on passing and failing resources and on the real program."""
+
+from __future__ import annotations
+
+import ast
+import copy
+from typing import Any
+
+import pytest
+
+from infra.config import PROJECT_ROOT
+from policy.rules import (
+    RULES,
+    charts_have_versions,
+    gcs_fault_tolerance,
+    gpu_pools_tainted,
+    images_pinned_by_digest,
+    no_load_balancer_services,
+    serve_auth_on,
+)
+from tests.pulumi_harness import reveal, run_program
+
+RAYSERVICE = "kubernetes:ray.io/v1:RayService"
+PROD = {"requireGcsFaultTolerance": True}
+
+
+@pytest.fixture(scope="module")
+def prod_rayservice() -> dict[str, Any]:
+    run = run_program("prod")
+    return dict(reveal(run.of_type(RAYSERVICE)[0].inputs))
+
+
+def test_gcs_fault_tolerance(prod_rayservice: dict[str, Any]) -> None:
+    assert gcs_fault_tolerance(RAYSERVICE, prod_rayservice, PROD) == []
+    bare = copy.deepcopy(prod_rayservice)
+    del bare["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert gcs_fault_tolerance(RAYSERVICE, bare, PROD)
+    assert gcs_fault_tolerance(RAYSERVICE, bare, {}) == []  # dev may go without
+
+
+def test_images_pinned_by_digest(prod_rayservice: dict[str, Any]) -> None:
+    assert images_pinned_by_digest(RAYSERVICE, prod_rayservice, {}) == []
+    tagged = copy.deepcopy(prod_rayservice)
+    tagged["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0][
+        "image"
+    ] = "repo/app:latest"
+    assert images_pinned_by_digest(RAYSERVICE, tagged, {}) == [
+        "image 'repo/app:latest' is not pinned by digest (use repo@sha256:...)"
+    ]
+
+
+def test_charts_have_versions() -> None:
+    release = "kubernetes:helm.sh/v3:Release"
+    assert charts_have_versions(release, {"chart": "x", "version": "1.0.0"}, {}) == []
+    assert charts_have_versions(release, {"chart": "x"}, {})
+    assert charts_have_versions("kubernetes:helm.sh/v4:Chart", {"chart": "x", "version": ""}, {})
+
+
+def test_no_load_balancer_services() -> None:
+    service = "kubernetes:core/v1:Service"
+    assert no_load_balancer_services(service, {"spec": {"type": "ClusterIP"}}, {}) == []
+    assert no_load_balancer_services(service, {"spec": {}}, {}) == []
+    assert no_load_balancer_services(service, {"spec": {"type": "LoadBalancer"}}, {})
+    assert no_load_balancer_services(service, {"spec": {"type": "NodePort"}}, {})
+
+
+def test_gpu_pools_tainted() -> None:
+    pool = "gcp:container/nodePool:NodePool"
+    gpu = {"nodeConfig": {"guestAccelerators": [{"type": "nvidia-l4", "count": 1}],
+                          "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}]}}  # fmt: skip
+    assert gpu_pools_tainted(pool, gpu, {}) == []
+    untainted = copy.deepcopy(gpu)
+    untainted["nodeConfig"]["taints"] = []
+    assert gpu_pools_tainted(pool, untainted, {})
+    assert gpu_pools_tainted(pool, {"nodeConfig": {"machineType": "e2-standard-8"}}, {}) == []
+
+
+def test_serve_auth_on(prod_rayservice: dict[str, Any]) -> None:
+    assert serve_auth_on(RAYSERVICE, prod_rayservice, {}) == []
+    open_door = copy.deepcopy(prod_rayservice)
+    worker = open_door["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["template"]["spec"][
+        "containers"
+    ][0]
+    worker["env"] = [
+        e for e in worker["env"] if e["name"] != "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+    ]
+    assert serve_auth_on(RAYSERVICE, open_door, {}) == [
+        "ray-worker: Serve's proxy does not load the API-key middleware"
+    ]
+
+
+@pytest.mark.parametrize(("stack", "config"), [("dev", {}), ("prod", PROD)])
+def test_every_resource_of_the_program_passes_every_rule(
+    stack: str, config: dict[str, Any]
+) -> None:
+    run = run_program(stack)
+    for resource in run.resources:
+        props = reveal(resource.inputs)
+        for rule in RULES:
+            assert rule.check(resource.type, props, config) == [], (
+                rule.name,
+                resource.type,
+                resource.name,
+            )
+
+
+def test_the_pack_registers_every_rule() -> None:
+    tree = ast.parse((PROJECT_ROOT / "policy" / "__main__.py").read_text())
+    calls = [
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "PolicyPack"
+    ]
+    (pack,) = calls
+    assert "RULES" in ast.unparse(pack)
+    assert len({rule.name for rule in RULES}) == len(RULES) == 6
