@@ -336,3 +336,13 @@ def test_log_shipping_off_means_one_container_per_ray_pod() -> None:
                          *(g["template"] for g in cluster["workerGroupSpecs"])]:  # fmt: skip
             assert [c["name"] for c in template["spec"]["containers"]] in (
                 ["ray-head"], ["ray-worker"])  # fmt: skip
+
+
+def test_the_pinned_operator_enables_incremental_upgrades() -> None:
+    """`NewClusterWithIncrementalUpgrade` needs KubeRay's feature gate: chart 1.7.0 has it on."""
+    values = yaml.safe_load(
+        (REFERENCE_DIR / "kuberay-1.7.0" / "kuberay-operator.values.yaml").read_text()
+    )
+    gates = {gate["name"]: gate["enabled"] for gate in values["featureGates"]}
+    assert gates["RayServiceIncrementalUpgrade"] is True
+    assert "featureGates" not in kuberay_values(load_stack_file("prod"))  # chart defaults kept
