@@ -32,9 +32,12 @@ from infra.upgrades import UpgradeGuard, UpgradeGuardArgs
 stack = load_pulumi_config()
 name = f"rayserve-{pulumi.get_stack()}"
 login: RegistryLogin | None
+vpc: pulumi.Input[str] | None = None  # GKE mode: Memorystore and internal addresses use it
+subnet: pulumi.Input[str] | None = None
 
 if stack.cluster_mode == "gke":
     network = Network(name, NetworkArgs(stack))
+    vpc, subnet = network.network.id, network.subnetwork.id
     gke = GkeCluster(name, GkeClusterArgs(stack, network))
     access = KubernetesAccess(
         name,
@@ -86,7 +89,7 @@ redis = GcsRedis(
         stack,
         namespace=kuberay.namespace.metadata.name,
         password=secrets.get_secret("redisPassword"),
-        network=network.network.id if stack.cluster_mode == "gke" else None,
+        network=vpc,
     ),
     opts=pulumi.ResourceOptions(providers=[access.provider], depends_on=[kuberay.namespace]),
 )
@@ -112,8 +115,7 @@ edge = Edge(
         stack,
         iap_client_id=secrets.get_secret("iapOAuthClientId"),
         iap_client_secret=secrets.get_secret("iapOAuthClientSecret"),
-        network=network.network.id if stack.cluster_mode == "gke" else None,
-        subnetwork=network.subnetwork.id if stack.cluster_mode == "gke" else None,
+        subnetwork=subnet,
     ),
     opts=pulumi.ResourceOptions(providers=[access.provider], depends_on=[kuberay.namespace]),
 )

@@ -280,8 +280,6 @@ class EdgeArgs:
     """The IAP OAuth client's id (ESC secret config `iapOAuthClientId`)."""
     iap_client_secret: pulumi.Input[str] | None
     """The IAP OAuth client's secret (ESC secret config `iapOAuthClientSecret`)."""
-    network: pulumi.Input[str] | None = None
-    """GKE mode: the VPC (regional internal addresses live in it)."""
     subnetwork: pulumi.Input[str] | None = None
     """GKE mode, internal Gateway class: the subnet its address comes from."""
 
