@@ -81,6 +81,9 @@ if stack.monitoring:
         providers=[access.provider], depends_on=[monitoring.release]
     )
 kuberay = KubeRay(name, KubeRayArgs(stack), opts=after_monitoring)
+after_namespace = pulumi.ResourceOptions(
+    providers=[access.provider], depends_on=[kuberay.namespace]
+)
 if needs_gpu_operator(stack):
     GpuOperator(name, GpuOperatorArgs(stack), opts=after_monitoring)
 redis = GcsRedis(
@@ -91,7 +94,7 @@ redis = GcsRedis(
         password=secrets.get_secret("redisPassword"),
         network=vpc,
     ),
-    opts=pulumi.ResourceOptions(providers=[access.provider], depends_on=[kuberay.namespace]),
+    opts=after_namespace,
 )
 ray_services = {}
 for service in stack.services:
@@ -117,7 +120,7 @@ edge = Edge(
         iap_client_secret=secrets.get_secret("iapOAuthClientSecret"),
         subnetwork=subnet,
     ),
-    opts=pulumi.ResourceOptions(providers=[access.provider], depends_on=[kuberay.namespace]),
+    opts=after_namespace,
 )
 # Warn (prod: fail) before KubeRay replaces a Ray cluster; remember this run's clusters.
 guard = UpgradeGuard(

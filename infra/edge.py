@@ -95,98 +95,67 @@ def gateway_manifest(stack: StackConfig, name: str, address_name: str | None) ->
     return {"apiVersion": GATEWAY_API, "kind": "Gateway", "metadata": metadata, "spec": spec}
 
 
-def _parent(stack: StackConfig, section: str) -> dict[str, Any]:
-    return {"name": GATEWAY_NAME, "namespace": stack.namespace, "sectionName": section}
+def _route(
+    stack: StackConfig,
+    name: str,
+    namespace: str,
+    hosts: list[str],
+    rules: list[dict[str, Any]],
+    *,
+    listener: str = "https",
+) -> dict[str, Any]:
+    return {
+        "apiVersion": GATEWAY_API,
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "parentRefs": [
+                {"name": GATEWAY_NAME, "namespace": stack.namespace, "sectionName": listener}
+            ],
+            "hostnames": hosts,
+            "rules": rules,
+        },
+    }
+
+
+def _prefix(value: str) -> list[dict[str, Any]]:
+    return [{"path": {"type": "PathPrefix", "value": value}}]
 
 
 def serve_route(stack: StackConfig, service: Service) -> dict[str, Any]:
     """One HTTPRoute per service: each app's prefix to the Serve proxies on port 8000."""
-    return {
-        "apiVersion": GATEWAY_API,
-        "kind": "HTTPRoute",
-        "metadata": {"name": f"{service.name}-serve", "namespace": stack.namespace},
-        "spec": {
-            "parentRefs": [_parent(stack, "https")],
-            "hostnames": [hostnames(stack)["api"]],
-            "rules": [
-                {
-                    "matches": [
-                        {
-                            "path": {
-                                "type": "PathPrefix",
-                                "value": normalize_route_prefix(app.route_prefix),
-                            }
-                        }
-                    ],
-                    "backendRefs": [{"name": serve_service_name(service), "port": SERVE_PORT}],
-                }
-                for app in service.apps
-            ],
-        },
-    }
+    backend = {"name": serve_service_name(service), "port": SERVE_PORT}
+    rules = [
+        {"matches": _prefix(normalize_route_prefix(app.route_prefix)), "backendRefs": [backend]}
+        for app in service.apps
+    ]
+    return _route(stack, f"{service.name}-serve", stack.namespace, [hostnames(stack)["api"]], rules)
 
 
 def dashboard_route(stack: StackConfig, service: Service) -> dict[str, Any]:
     """The Ray dashboard (and its job API) of one service at ray.<domain>/<service>/."""
-    return {
-        "apiVersion": GATEWAY_API,
-        "kind": "HTTPRoute",
-        "metadata": {"name": f"{service.name}-dashboard", "namespace": stack.namespace},
-        "spec": {
-            "parentRefs": [_parent(stack, "https")],
-            "hostnames": [hostnames(stack)["ray"]],
-            "rules": [
-                {
-                    "matches": [{"path": {"type": "PathPrefix", "value": f"/{service.name}/"}}],
-                    "filters": [
-                        {
-                            "type": "URLRewrite",
-                            "urlRewrite": {
-                                "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}
-                            },
-                        }
-                    ],
-                    "backendRefs": [{"name": head_service_name(service), "port": DASHBOARD_PORT}],
-                }
-            ],
-        },
+    rewrite = {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}
+    rule = {
+        "matches": _prefix(f"/{service.name}/"),
+        "filters": [{"type": "URLRewrite", "urlRewrite": rewrite}],
+        "backendRefs": [{"name": head_service_name(service), "port": DASHBOARD_PORT}],
     }
+    return _route(
+        stack, f"{service.name}-dashboard", stack.namespace, [hostnames(stack)["ray"]], [rule]
+    )
 
 
 def grafana_route(stack: StackConfig) -> dict[str, Any]:
-    return {
-        "apiVersion": GATEWAY_API,
-        "kind": "HTTPRoute",
-        "metadata": {"name": "grafana", "namespace": MONITORING_NAMESPACE},
-        "spec": {
-            "parentRefs": [_parent(stack, "https")],
-            "hostnames": [hostnames(stack)["grafana"]],
-            "rules": [{"backendRefs": [{"name": GRAFANA_SERVICE, "port": 80}]}],
-        },
-    }
+    rule = {"backendRefs": [{"name": GRAFANA_SERVICE, "port": 80}]}
+    return _route(stack, "grafana", MONITORING_NAMESPACE, [hostnames(stack)["grafana"]], [rule])
 
 
 def redirect_route(stack: StackConfig) -> dict[str, Any]:
     """Plain HTTP on port 80 only ever answers with a redirect to HTTPS."""
-    return {
-        "apiVersion": GATEWAY_API,
-        "kind": "HTTPRoute",
-        "metadata": {"name": "http-to-https", "namespace": stack.namespace},
-        "spec": {
-            "parentRefs": [_parent(stack, "http")],
-            "hostnames": list(hostnames(stack).values()),
-            "rules": [
-                {
-                    "filters": [
-                        {
-                            "type": "RequestRedirect",
-                            "requestRedirect": {"scheme": "https", "statusCode": 301},
-                        }
-                    ]
-                }
-            ],
-        },
-    }
+    redirect = {"scheme": "https", "statusCode": 301}
+    rule = {"filters": [{"type": "RequestRedirect", "requestRedirect": redirect}]}
+    hosts = list(hostnames(stack).values())
+    return _route(stack, "http-to-https", stack.namespace, hosts, [rule], listener="http")
 
 
 def _target(name: str, namespace: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ the operator's webhook has no certificate and upgrades leave old CRDs behind;
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -262,7 +261,3 @@ def ray_head_monitoring_env() -> list[dict[str, str]]:
         {"name": "RAY_GRAFANA_IFRAME_HOST", "value": "/grafana"},
         {"name": "RAY_PROMETHEUS_NAME", "value": DATASOURCE_UID},
     ]
-
-
-def dumps(dashboard: dict[str, Any]) -> str:
-    return json.dumps(dashboard, indent=1, sort_keys=True)

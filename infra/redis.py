@@ -39,9 +39,7 @@ PASSWORD_KEY = "password"  # noqa: S105 - a key name
 CA_KEY = "ca.crt"
 
 
-def redis_name(namespace: str) -> str:
-    del namespace  # one Redis per namespace; the name is fixed
-    return "gcs-redis"
+REDIS_NAME = "gcs-redis"  # one GCS Redis per namespace
 
 
 def password_secret_manifest(namespace: str) -> dict[str, Any]:
@@ -49,7 +47,7 @@ def password_secret_manifest(namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": f"{redis_name(namespace)}-auth", "namespace": namespace},
+        "metadata": {"name": f"{REDIS_NAME}-auth", "namespace": namespace},
         "type": "Opaque",
     }
 
@@ -60,7 +58,7 @@ def _labels() -> dict[str, str]:
 
 def in_cluster_manifests(namespace: str, volume_size: str = "10Gi") -> list[dict[str, Any]]:
     """Service, StatefulSet and PodDisruptionBudget of the in-cluster Redis."""
-    name = redis_name(namespace)
+    name = REDIS_NAME
     labels = _labels()
     secret = password_secret_manifest(namespace)["metadata"]["name"]
     command = (
@@ -164,7 +162,7 @@ def in_cluster_manifests(namespace: str, volume_size: str = "10Gi") -> list[dict
 
 
 def in_cluster_connection(namespace: str) -> RedisConnection:
-    name = redis_name(namespace)
+    name = REDIS_NAME
     return RedisConnection(
         address=f"redis://{name}.{namespace}.svc.cluster.local:{REDIS_PORT}",
         password=SecretKey(f"{name}-auth", PASSWORD_KEY),
