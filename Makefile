@@ -61,7 +61,7 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock \
-		-e '.[text-embedding,tabular-classifier,dev]'
+		-e '.[text-embedding,tabular-classifier,dev,bench]'
 	touch $(STAMP)
 
 ## lock: re-pin every transitive dependency after changing pyproject.toml
