@@ -8,7 +8,7 @@ HTTP_PORT ?= 8000
 STATE_DIR ?= .run
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run stop status logs test unit render tree lint install lock clean
+.PHONY: run stop status logs test unit bench render tree lint install lock clean
 
 ## run: serve the stack's apps (STACK=dev) on a local Ray cluster; Ctrl-C stops it
 run: $(STAMP)
@@ -33,6 +33,11 @@ test: lint
 ## unit: the fast tests only (no local Ray cluster)
 unit: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+
+## bench: ours vs the model's in-process limit vs Serve defaults, FastAPI and BentoML
+## (about 15 min on 2 cores); writes docs/benchmarks.{md,png,json}. BENCH_ARGS=--help
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## render: every Kubernetes object of STACK as YAML under rendered/STACK (no cloud needed)
 render: $(STAMP)

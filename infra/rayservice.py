@@ -17,7 +17,7 @@ import yaml
 from infra.cluster import POOL_LABEL, ROLE_LABEL
 from infra.config import Service, StackConfig, WorkerGroup
 from infra.observability import ray_head_monitoring_env
-from infra.serve_config import SERVE_PORT, serve_config
+from infra.serve_config import RAY_PROCESS_ENV, SERVE_PORT, serve_config
 
 RAY_VERSION = version("ray")  # pyproject pins it; images use the same tag
 API_KEYS_DIR = "/etc/rayserve/api-keys"
@@ -88,13 +88,8 @@ def _proxy_probe() -> dict[str, Any]:
 
 
 def _env(inputs: RayServiceInputs) -> list[dict[str, Any]]:
-    env = [
-        {
-            "name": "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH",
-            "value": "serve_apps.auth.middleware:proxy_middlewares",
-        },
-        {"name": "RAYSERVE_API_KEYS_FILE", "value": f"{API_KEYS_DIR}/{API_KEYS_FILE_KEY}"},
-    ]
+    env = [{"name": name, "value": value} for name, value in RAY_PROCESS_ENV.items()]
+    env.append({"name": "RAYSERVE_API_KEYS_FILE", "value": f"{API_KEYS_DIR}/{API_KEYS_FILE_KEY}"})
     if inputs.redis is not None and inputs.redis.ca is not None:
         env.append({"name": "RAY_REDIS_CA_CERT", "value": f"{REDIS_CA_DIR}/{REDIS_CA_KEY}"})
     return env

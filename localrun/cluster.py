@@ -26,12 +26,12 @@ from typing import Any
 import httpx
 import psutil
 
+from infra.serve_config import RAY_PROCESS_ENV
 from localrun.artifacts import LOCAL_MODEL_DIR
 from serve_apps.auth.keys import hash_key, new_key
 from serve_apps.auth.middleware import KEYS_FILE_ENV
 from serve_apps.common.artifacts import MODEL_DIR_ENV
 
-PROXY_CALLBACK = "serve_apps.auth.middleware:proxy_middlewares"
 LOCALHOST = "127.0.0.1"
 
 
@@ -172,6 +172,7 @@ class LocalCluster:
         ports: ClusterPorts | None = None,
         use_redis: bool = True,
         num_cpus: int | None = None,
+        extra_env: dict[str, str] | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
         self.project_root = project_root
@@ -184,6 +185,7 @@ class LocalCluster:
         self.state.temp_dir = f"/tmp/rayserve-{digest}"  # noqa: S108
         self.use_redis = use_redis
         self.num_cpus = num_cpus or max(os.cpu_count() or 1, 4)
+        self.extra_env = dict(extra_env or {})
         self.log = log
         self._redis_password = secrets.token_urlsafe(24)
         self._ray: subprocess.Popen[bytes] | None = None
@@ -250,7 +252,7 @@ class LocalCluster:
         env.update(
             {
                 "PYTHONPATH": os.pathsep.join(p for p in python_path if p),
-                "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": PROXY_CALLBACK,
+                **RAY_PROCESS_ENV,
                 KEYS_FILE_ENV: self.state.api_key_file,
                 MODEL_DIR_ENV: str(LOCAL_MODEL_DIR),
                 "HF_HUB_OFFLINE": "1",
@@ -260,6 +262,7 @@ class LocalCluster:
                 "RAY_external_storage_namespace": self.namespace,
             }
         )
+        env.update(self.extra_env)
         if self.use_redis and self.state.redis_port:
             env["RAY_REDIS_ADDRESS"] = f"{LOCALHOST}:{self.state.redis_port}"
         else:

@@ -976,6 +976,52 @@ def test_embedder_batches_concurrent_requests_and_splits_the_answers(
         np.testing.assert_allclose(answer, reference_embeddings(embedding_model, texts), atol=1e-4)
 
 
+def test_embedder_model_batches_count_texts_not_requests(
+    embedder: Served, embedding_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`max_batch_size` bounds the texts of one model call: four 3-text requests under
+    a cap of 4 texts are four calls, not one of 12; a request of more texts than the
+    cap is split, answered in order."""
+    replica = embedder.replica
+    encode = replica._encode
+    calls: list[list[str]] = []
+
+    def counting_encode(texts: list[str]) -> np.ndarray:
+        calls.append(texts)
+        return cast(np.ndarray, encode(texts))
+
+    monkeypatch.setattr(replica, "_encode", counting_encode)
+    replica.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.02})
+    try:
+        requests = [[f"request {i} text {j}" for j in range(3)] for i in range(4)]
+
+        async def concurrently() -> list[np.ndarray]:
+            return list(await asyncio.gather(*(replica.embed_batch(r) for r in requests)))
+
+        answers = embedder.run(concurrently)
+        assert sorted(len(c) for c in calls) == [3, 3, 3, 3]
+        for texts, answer in zip(requests, answers, strict=True):
+            np.testing.assert_allclose(
+                answer, reference_embeddings(embedding_model, texts), atol=1e-4
+            )
+
+        calls.clear()
+        texts = ["one", "two", "three", "four", "five", "six", "seven"]
+        response = embedder.client.post("/", content=json.dumps({"texts": texts[:4]}))
+        assert response.status_code == 200
+        replica.reconfigure({"max_batch_size": 3, "batch_wait_timeout_s": 0.0})
+        response = embedder.client.post("/", json={"texts": texts[:4]})
+        assert response.status_code == 200, response.text
+        assert max(len(c) for c in calls[1:]) <= 3  # the second request went in 2 batches
+        np.testing.assert_allclose(
+            np.array(response.json()["embeddings"]),
+            reference_embeddings(embedding_model, texts[:4]),
+            atol=1e-4,
+        )
+    finally:
+        replica.reconfigure({"max_batch_size": 32, "batch_wait_timeout_s": 0.005})
+
+
 def test_embedder_reconfigure_retunes_batching(embedder: Served) -> None:
     embedder.replica.reconfigure({"max_batch_size": 7, "batch_wait_timeout_s": 0.02})
     assert embedder.replica.embed_batch._get_max_batch_size() == 7

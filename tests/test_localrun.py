@@ -100,6 +100,7 @@ def test_api_key_is_stored_only_as_a_hash_readable_by_its_owner(tmp_path: Path) 
     assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] == (
         "serve_apps.auth.middleware:proxy_middlewares"
     )
+    assert env["RAY_worker_niceness"] == "0"  # replicas compete with nothing on priority
     assert str(PROJECT_ROOT) in env["PYTHONPATH"].split(os.pathsep)
 
 

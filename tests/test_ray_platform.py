@@ -181,6 +181,7 @@ def test_rayservice_spec(stack_name: str) -> None:
                 "serve_apps.auth.middleware:proxy_middlewares"
             )
             assert env["RAYSERVE_API_KEYS_FILE"] == "/etc/rayserve/api-keys/keys.json"
+            assert env["RAY_worker_niceness"] == "0"  # as `make run` and `make bench` run
             assert {"readinessProbe", "livenessProbe", "lifecycle"} <= container.keys()
             assert pod["terminationGracePeriodSeconds"] >= 30
             secrets = {

@@ -78,7 +78,7 @@ def test_route_prefix_is_normalized() -> None:
 def test_local_config_differs_only_in_listen_address_and_gpus() -> None:
     stack = load_stack_file("dev")
     cluster = stack_serve_config(stack)
-    local, notes = localize(cluster, http_port=18000, gpus=0)
+    local, notes = localize(cluster, http_port=18000, gpus=0, cores=1)
     assert local["http_options"]["host"] == "127.0.0.1"
     assert local["http_options"]["port"] == 18000
     embedder = local["applications"][0]["deployments"][0]
@@ -86,6 +86,10 @@ def test_local_config_differs_only_in_listen_address_and_gpus() -> None:
     assert notes == [
         "embeddings/Embedder asks for 1 GPU(s); this machine has none, so it runs on CPU here"
     ]
+    assert (
+        embedder["autoscaling_config"]
+        == cluster["applications"][0]["deployments"][0]["autoscaling_config"]
+    )
     # Everything else is the cluster's config, untouched (and the input is not mutated).
     assert cluster["applications"][0]["deployments"][0]["ray_actor_options"]["num_gpus"] == 1
     for key in ("applications", "logging_config", "proxy_location"):
@@ -99,6 +103,24 @@ def test_local_config_differs_only_in_listen_address_and_gpus() -> None:
     with_gpu, gpu_notes = localize(cluster, http_port=18000, gpus=1)
     assert with_gpu["applications"] == cluster["applications"]
     assert gpu_notes == []
+
+
+@pytest.mark.parametrize(("cores", "replicas"), [(2, 2), (16, 2)])
+def test_a_gpu_deployment_on_cpu_starts_one_replica_per_core(cores: int, replicas: int) -> None:
+    """Measured in docs/benchmarks.md: 1-thread CPU replicas side by side beat one."""
+    cluster = stack_serve_config(load_stack_file("dev"))  # Embedder: 1 GPU, 1..2 replicas
+    local, notes = localize(cluster, http_port=8000, gpus=0, cores=cores)
+    scale = local["applications"][0]["deployments"][0]["autoscaling_config"]
+    assert (scale["min_replicas"], scale["initial_replicas"], scale["max_replicas"]) == (
+        replicas,
+        replicas,
+        2,
+    )
+    assert f"embeddings/Embedder: at least {replicas} CPU replicas here, one per core" in notes
+    # The classifier (a CPU deployment) and GPU machines keep the cluster's numbers.
+    assert local["applications"][1] == cluster["applications"][1]
+    with_gpu, _ = localize(cluster, http_port=8000, gpus=1, cores=cores)
+    assert with_gpu["applications"] == cluster["applications"]
 
 
 def test_logical_cpus_cover_every_replica_at_its_maximum() -> None:

@@ -12,11 +12,12 @@ import logging
 from typing import Any, Literal, Self
 
 import numpy as np
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 from ray.serve import Application
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from serve_apps.common.batching import BatchingConfig
 from serve_apps.common.http import RequestError, read_json_model
@@ -66,10 +67,17 @@ def _select_device(requested: str) -> str:
     return requested
 
 
+def _count_texts(batch: list[list[str]]) -> int:
+    """The size of a batch for `@serve.batch`: texts, however many requests carry them."""
+    return sum(len(texts) for texts in batch)
+
+
 @serve.deployment
 class Embedder:
     def __init__(self, args: EmbeddingArgs) -> None:
         self._args = args
+        # `max_batch_size` counts texts, not requests: one model call never takes more.
+        self._texts_per_batch = BatchingConfig().max_batch_size
         # Texts per request plus JSON overhead; anything larger is refused unread. A
         # character takes up to 12 bytes in JSON (an escaped surrogate pair, as
         # `json.dumps` writes an emoji), so any request within the limits fits.
@@ -89,14 +97,17 @@ class Embedder:
         )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        BatchingConfig.model_validate(user_config).apply(self.embed_batch)
+        batching = BatchingConfig.model_validate(user_config)
+        batching.apply(self.embed_batch)
+        self._texts_per_batch = batching.max_batch_size
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         return self._encoder.encode(texts)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005, batch_size_fn=_count_texts)
     async def embed_batch(self, requests: list[list[str]]) -> list[np.ndarray]:
-        """One model call for every text of every request in the batch."""
+        """One model call for every text of every request in the batch (at most
+        `max_batch_size` texts: a batch of 32-text requests is not 1,024 texts)."""
         flat = [text for texts in requests for text in texts]
         # In a thread, so the replica keeps accepting requests for the next batch.
         vectors = await asyncio.to_thread(self._encode, flat)
@@ -127,9 +138,15 @@ class Embedder:
             self._check_limits(body)
         except RequestError as exc:
             return exc.response()
-        vectors = await self.embed_batch(body.texts)
-        return JSONResponse(
-            {"model": MODEL_NAME, "dim": EMBEDDING_DIM, "embeddings": vectors.tolist()}
+        # A request larger than one model batch goes in as several batch items.
+        size = self._texts_per_batch
+        chunks = [body.texts[i : i + size] for i in range(0, len(body.texts), size)]
+        parts = await asyncio.gather(*(self.embed_batch(chunk) for chunk in chunks))
+        vectors = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        payload = {"model": MODEL_NAME, "dim": EMBEDDING_DIM, "embeddings": vectors}
+        return Response(
+            orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+            media_type="application/json",
         )
 
 

@@ -1,0 +1,1 @@
+"""The peers: what a user would otherwise run (Serve defaults, FastAPI, BentoML)."""
