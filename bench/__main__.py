@@ -86,12 +86,17 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def limit_batch_size(device: str) -> int:
+    """The in-process batch that stands for the model's limit on `device`."""
+    return 32 if device == "cpu" else 256
+
+
 def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not cuda_available():
         print("--device cuda: this machine has no CUDA device; skipping the GPU benchmark.")
         return 0
     runtime = args.runtime or ("onnx" if args.device == "cpu" else "torch")
-    limit_batch = 32 if args.device == "cpu" else 256
+    limit_batch = limit_batch_size(args.device)
     systems = args.systems.split(",")
     plan = LoadPlan(
         concurrencies=[int(c) for c in args.concurrency.split(",")],
@@ -129,7 +134,7 @@ def measure_all(
     overrides: dict[str, Any],
 ) -> list[Row]:
     limit_runtimes = ["onnx", "torch"] if args.device == "cpu" else ["torch"]
-    limit_batch = 32 if args.device == "cpu" else 256
+    limit_batch = limit_batch_size(args.device)
     log_dir = Path(tempfile.mkdtemp(prefix="rayserve-bench-"))
     rows: list[Row] = []
     if "inprocess" in systems:
@@ -174,7 +179,7 @@ def write_outputs(
 ) -> None:
     info, versions = report.machine(), report.versions()
     command = "python -m bench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    limit_batch = 32 if args.device == "cpu" else 256
+    limit_batch = limit_batch_size(args.device)
     generated = "\n".join(
         [
             f"## Results{': ' + args.label if args.label else ''}",

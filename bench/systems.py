@@ -22,7 +22,7 @@ from infra.config_sources import load_stack_file
 from infra.serve_config import stack_serve_config
 from localrun.artifacts import LOCAL_MODEL_DIR
 from localrun.cluster import LocalCluster, deploy, free_port, kill_session, wait_until_running
-from localrun.localize import localize
+from localrun.localize import local_gpu_count, localize
 from serve_apps.common.artifacts import MODEL_DIR_ENV
 
 EMBED_APP = "embeddings"
@@ -244,7 +244,7 @@ def our_serve_config(
     Embedder's options) and `logging_config`.
     """
     config, _ = localize(
-        stack_serve_config(load_stack_file(stack)), http_port=http_port, gpus=_gpus()
+        stack_serve_config(load_stack_file(stack)), http_port=http_port, gpus=local_gpu_count()
     )
     config["applications"] = [a for a in config["applications"] if a["name"] == EMBED_APP]
     overrides = overrides or {}
@@ -269,12 +269,6 @@ def serve_default_config(base: dict[str, Any], runtime: str, device: str) -> dic
             }
         ],
     }
-
-
-def _gpus() -> int:
-    from localrun.localize import local_gpu_count  # noqa: PLC0415
-
-    return local_gpu_count()
 
 
 class RayServeBench:

@@ -953,10 +953,8 @@ def test_embedder_accepts_any_request_within_its_limits(
     assert len(response.json()["embeddings"]) == EMBED_LIMITS.max_texts_per_request
 
 
-def test_embedder_batches_concurrent_requests_and_splits_the_answers(
-    embedder: Served, embedding_model: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    replica = embedder.replica
+def record_model_calls(replica: Any, monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The texts of every model call the replica makes from now on, in order."""
     encode = replica._encode
     calls: list[list[str]] = []
 
@@ -965,6 +963,14 @@ def test_embedder_batches_concurrent_requests_and_splits_the_answers(
         return cast(np.ndarray, encode(texts))
 
     monkeypatch.setattr(replica, "_encode", counting_encode)
+    return calls
+
+
+def test_embedder_batches_concurrent_requests_and_splits_the_answers(
+    embedder: Served, embedding_model: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = embedder.replica
+    calls = record_model_calls(replica, monkeypatch)
     requests = [["first request"], ["second", "request"], ["a third", "and", "last"]]
 
     async def concurrently() -> list[np.ndarray]:
@@ -983,14 +989,7 @@ def test_embedder_model_batches_count_texts_not_requests(
     a cap of 4 texts are four calls, not one of 12; a request of more texts than the
     cap is split, answered in order."""
     replica = embedder.replica
-    encode = replica._encode
-    calls: list[list[str]] = []
-
-    def counting_encode(texts: list[str]) -> np.ndarray:
-        calls.append(texts)
-        return cast(np.ndarray, encode(texts))
-
-    monkeypatch.setattr(replica, "_encode", counting_encode)
+    calls = record_model_calls(replica, monkeypatch)
     replica.reconfigure({"max_batch_size": 4, "batch_wait_timeout_s": 0.02})
     try:
         requests = [[f"request {i} text {j}" for j in range(3)] for i in range(4)]
