@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from bench import report
 from bench.authcost import auth_cost_us
@@ -30,9 +30,10 @@ from bench.systems import (
     our_serve_config,
     serve_default_config,
 )
-from infra.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT, ServeIngress
 from infra.config_sources import load_stack_file
 from localrun.artifacts import prepare_artifacts
+from localrun.cluster import local_ingress
 
 SYSTEMS = ("inprocess", "bentoml", "fastapi", "ours", "serve-default")
 DOCS = PROJECT_ROOT / "docs"
@@ -64,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="{}",
         help='JSON overrides of our config (experiments): {"args": {}, "deployment": {}, '
         '"logging_config": {}}',
+    )
+    add(
+        "--ingress",
+        choices=get_args(ServeIngress),
+        default=None,
+        help="Serve's data plane for ours (default: the stack's serveIngress)",
     )
     add("--ray-env", action="append", default=[], metavar="KEY=VALUE", help="experiments")
     add("--label", default="", help="a name for this run in the report")
@@ -150,20 +157,24 @@ def measure_all(
         print("==> FastAPI + uvicorn")
         with fastapi_server(runtime, args.device, log_dir) as endpoint:
             rows += measure("FastAPI, no batching", runtime, endpoint, plan, 1)
-    if "ours" in systems or "serve-default" in systems:
+    if "ours" in systems:
         ray_env = dict(item.split("=", 1) for item in args.ray_env)
-        with RayServeBench(log_dir / "ray", ray_env) as ray_bench:
-            if "ours" in systems:
-                config = our_serve_config(args.stack, ray_bench.http_port, overrides)
-                print(f"==> ours: the {args.stack} stack's generated config, API-key auth on")
-                endpoint = ray_bench.serve(config)
-                rows += measure(report.OURS, runtime, endpoint, plan, 1)
-                rows += measure(report.OURS, runtime, endpoint, plan, 32)
-            if "serve-default" in systems:
-                print("==> Ray Serve, default deployment options")
-                base = our_serve_config(args.stack, ray_bench.http_port)
-                endpoint = ray_bench.serve(serve_default_config(base, runtime, args.device))
-                rows += measure("Ray Serve defaults", runtime, endpoint, plan, 1)
+        ingress, why = local_ingress(args.ingress or load_stack_file(args.stack).serve_ingress)
+        if why:
+            print(f"==> note: {why}")
+        with RayServeBench(log_dir / "ours", ingress, ray_env) as ray_bench:
+            config = our_serve_config(args.stack, ray_bench.http_port, overrides)
+            print(f"==> ours: the {args.stack} stack's generated config ({ingress} ingress)")
+            endpoint = ray_bench.serve(config)
+            rows += measure(report.OURS, runtime, endpoint, plan, 1)
+            rows += measure(report.OURS, runtime, endpoint, plan, 32)
+    if "serve-default" in systems:
+        # Serve's stock HTTP path (its Python proxy); API-key auth on, as for ours.
+        with RayServeBench(log_dir / "serve-default", "proxy") as ray_bench:
+            print("==> Ray Serve, default deployment options, Serve's proxy")
+            base = our_serve_config(args.stack, ray_bench.http_port)
+            endpoint = ray_bench.serve(serve_default_config(base, runtime, args.device))
+            rows += measure("Ray Serve defaults", runtime, endpoint, plan, 1)
     return rows
 
 

@@ -17,7 +17,7 @@ import httpx
 
 from bench.loadgen import run_load
 from bench.procstats import TreeSampler
-from infra.config import PROJECT_ROOT
+from infra.config import PROJECT_ROOT, ServeIngress
 from infra.config_sources import load_stack_file
 from infra.serve_config import stack_serve_config
 from localrun.artifacts import LOCAL_MODEL_DIR
@@ -256,7 +256,7 @@ def our_serve_config(
 
 
 def serve_default_config(base: dict[str, Any], runtime: str, device: str) -> dict[str, Any]:
-    """The same cluster and proxy; the app takes every deployment option at its default."""
+    """Serve's own HTTP path; the app takes every deployment option at its default."""
     return {
         "proxy_location": base["proxy_location"],
         "http_options": base["http_options"],
@@ -272,14 +272,17 @@ def serve_default_config(base: dict[str, Any], runtime: str, device: str) -> dic
 
 
 class RayServeBench:
-    """One local cluster (`make run`'s: Redis, Ray head, proxy with API-key auth)."""
+    """One local cluster as `make run` starts it: Redis, a Ray head, API-key auth."""
 
-    def __init__(self, state_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, ingress: ServeIngress, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.http_port = free_port()
         self.cluster = LocalCluster(
             PROJECT_ROOT,
             state_dir,
             namespace="rayserve-gke-bench",
+            ingress=ingress,
             extra_env=extra_env,
             log=lambda line: print(f"    {line}"),
         )

@@ -232,6 +232,7 @@ class Head(_Model):
 
 
 UpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
+ServeIngress = Literal["haproxy", "proxy"]
 
 
 class UpgradeStrategy(_Model):
@@ -321,6 +322,12 @@ class StackConfig(_Model):
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Serve log level (logs are JSON)."
+    )
+    serve_ingress: ServeIngress = Field(
+        "haproxy",
+        description="Serve's HTTP data plane: `haproxy` (HAProxy in front of replicas that "
+        "serve HTTP themselves; 2x the one-text throughput of `proxy`, docs/benchmarks.md) "
+        "or `proxy` (Ray's Python proxy actor on every node).",
     )
     monitoring: bool = Field(True, description="Prometheus, Grafana and alerts.")
     log_shipping: bool = Field(True, description="Ship Serve's JSON logs from every pod.")

@@ -17,7 +17,7 @@ import yaml
 from infra.cluster import POOL_LABEL, ROLE_LABEL
 from infra.config import Service, StackConfig, WorkerGroup
 from infra.observability import ray_head_monitoring_env
-from infra.serve_config import RAY_PROCESS_ENV, SERVE_PORT, serve_config
+from infra.serve_config import SERVE_PORT, ray_process_env, serve_config
 
 RAY_VERSION = version("ray")  # pyproject pins it; images use the same tag
 API_KEYS_DIR = "/etc/rayserve/api-keys"
@@ -87,8 +87,9 @@ def _proxy_probe() -> dict[str, Any]:
     }
 
 
-def _env(inputs: RayServiceInputs) -> list[dict[str, Any]]:
-    env = [{"name": name, "value": value} for name, value in RAY_PROCESS_ENV.items()]
+def _env(stack: StackConfig, inputs: RayServiceInputs) -> list[dict[str, Any]]:
+    process_env = ray_process_env(stack.serve_ingress)
+    env = [{"name": name, "value": value} for name, value in process_env.items()]
     env.append({"name": "RAYSERVE_API_KEYS_FILE", "value": f"{API_KEYS_DIR}/{API_KEYS_FILE_KEY}"})
     if inputs.redis is not None and inputs.redis.ca is not None:
         env.append({"name": "RAY_REDIS_CA_CERT", "value": f"{REDIS_CA_DIR}/{REDIS_CA_KEY}"})
@@ -123,7 +124,14 @@ def _volumes(inputs: RayServiceInputs) -> tuple[list[dict[str, Any]], list[dict[
 
 
 def _container(
-    name: str, inputs: RayServiceInputs, cpu: str, memory: str, *, gpus: int, worker: bool
+    name: str,
+    stack: StackConfig,
+    inputs: RayServiceInputs,
+    cpu: str,
+    memory: str,
+    *,
+    gpus: int,
+    worker: bool,
 ) -> dict[str, Any]:
     _, mounts = _volumes(inputs)
     limits: dict[str, Any] = {"memory": memory}
@@ -133,7 +141,7 @@ def _container(
         "name": name,
         "image": inputs.image,
         "imagePullPolicy": "IfNotPresent",
-        "env": _env(inputs),
+        "env": _env(stack, inputs),
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
         "volumeMounts": mounts,
         # Let Serve drain in-flight requests before the pod goes.
@@ -214,7 +222,9 @@ def worker_group_spec(
     if pool.spot:
         selector["cloud.google.com/gke-spot"] = "true"
         tolerations.append(SPOT_TOLERATION)
-    container = _container("ray-worker", inputs, group.cpu, group.memory, gpus=gpus, worker=True)
+    container = _container(
+        "ray-worker", stack, inputs, group.cpu, group.memory, gpus=gpus, worker=True
+    )
     return {
         "groupName": pool.name,
         "replicas": group.min_replicas,
@@ -258,7 +268,7 @@ def rayservice_manifest(
 ) -> dict[str, Any]:
     """The RayService custom resource of one service."""
     head = _container(
-        "ray-head", inputs, service.head.cpu, service.head.memory, gpus=0, worker=False
+        "ray-head", stack, inputs, service.head.cpu, service.head.memory, gpus=0, worker=False
     )
     if stack.monitoring:
         head["env"] += ray_head_monitoring_env()

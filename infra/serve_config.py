@@ -12,6 +12,7 @@ from typing import Any
 from infra.config import (
     App,
     Deployment,
+    ServeIngress,
     Service,
     StackConfig,
     normalize_route_prefix,
@@ -22,15 +23,39 @@ SERVE_PORT = 8000
 # GKE's L7 load balancers keep idle backend connections for 600 s; a backend that
 # closes them sooner races the balancer and turns some requests into 502s.
 KEEP_ALIVE_TIMEOUT_S = 620
-# The environment of every Ray process, on the cluster and under `make run` alike.
-RAY_PROCESS_ENV = {
-    # The proxy's API-key middleware: every route but the health probes needs a key.
-    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_apps.auth.middleware:proxy_middlewares",
-    # Ray starts workers (Serve's proxy and replicas) at nice 15, below everything else
-    # on the machine; serving is the job here (measured: +15 % one-text throughput on
-    # 2 cores, docs/benchmarks.md). Per-pod cgroups keep other pods unaffected.
-    "RAY_worker_niceness": "0",
-}
+# Ray's own faster ingress (Ray 2.60): HAProxy on every node forwards to the ingress
+# replicas, which serve HTTP themselves on ports from this range. The range is Ray's
+# default and lies outside Ray's worker ports (10002-19999).
+DIRECT_INGRESS_PORTS = (30000, 31000)
+# How long a stopping ingress replica keeps its port before closing. Ray's default
+# (30 s) is sized for outside load balancers; our HAProxys hear of a removed replica
+# within 0.1 s from the controller and retry refused connections, so 5 s is plenty
+# and scale-downs and upgrades finish sooner.
+DIRECT_INGRESS_DRAIN_S = 5
+
+
+def ray_process_env(ingress: ServeIngress) -> dict[str, str]:
+    """The environment of every Ray process, on the cluster and under `make run` alike."""
+    env = {
+        # The API-key middleware. Serve runs it in its proxy (`proxy`) or in the
+        # ingress replicas' own HTTP servers (`haproxy`): either way every route but the
+        # health probes needs a key.
+        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_apps.auth.middleware:proxy_middlewares",
+        # Ray starts workers (Serve's proxy and replicas) at nice 15, below everything
+        # else on the machine; serving is the job here (measured: +15 % one-text
+        # throughput on 2 cores, docs/benchmarks.md). Per-pod cgroups keep other pods
+        # unaffected.
+        "RAY_worker_niceness": "0",
+    }
+    if ingress == "haproxy":
+        low, high = DIRECT_INGRESS_PORTS
+        env |= {
+            "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(low),
+            "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(high),
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DIRECT_INGRESS_DRAIN_S),
+        }
+    return env
 
 
 def deployment_config(dep: Deployment) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from localrun.cluster import (
     applications,
     deploy,
     kill_session,
+    local_ingress,
     port_is_free,
     session_alive,
     wait_until_running,
@@ -162,7 +163,8 @@ def up(args: argparse.Namespace) -> int:
     config, notes = localize(
         stack_serve_config(stack), http_port=args.http_port, gpus=local_gpu_count()
     )
-    for note in notes:
+    ingress, why = local_ingress(stack.serve_ingress)
+    for note in [*notes, *filter(None, [why])]:
         say(f"==> note: {note}")
     cluster = LocalCluster(
         PROJECT_ROOT,
@@ -170,6 +172,7 @@ def up(args: argparse.Namespace) -> int:
         namespace=f"rayserve-gke-{args.stack}",
         use_redis=not args.no_redis,
         num_cpus=max(math.ceil(logical_cpus_needed(config)), 4),
+        ingress=ingress,
     )
     cluster.state.ports.http = args.http_port
     cluster.state.runner_pid = os.getpid()

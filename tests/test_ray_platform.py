@@ -182,6 +182,7 @@ def test_rayservice_spec(stack_name: str) -> None:
             )
             assert env["RAYSERVE_API_KEYS_FILE"] == "/etc/rayserve/api-keys/keys.json"
             assert env["RAY_worker_niceness"] == "0"  # as `make run` and `make bench` run
+            assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # serveIngress defaults to haproxy
             assert {"readinessProbe", "livenessProbe", "lifecycle"} <= container.keys()
             assert pod["terminationGracePeriodSeconds"] >= 30
             secrets = {
@@ -195,6 +196,34 @@ def test_rayservice_spec(stack_name: str) -> None:
             assert shipper["command"][:3] == ["python", "-m", "serve_apps.logship"]
             shared = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
             assert shared["ray-logs"] == "/tmp/ray"
+
+
+@pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
+def test_serve_ingress_sets_the_data_plane_on_every_ray_pod(ingress: str) -> None:
+    """The env that picks HAProxy vs Serve's proxy, and what HAProxy needs to reach replicas."""
+    (rayservice,) = _rayservices("dev", serve_ingress=ingress)
+    cluster = rayservice["spec"]["rayClusterConfig"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    for group in groups:
+        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        # The API-key middleware is loaded either way: by Serve's proxy, or by every
+        # ingress replica's own HTTP server behind HAProxy.
+        assert env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"].startswith("serve_apps.auth.")
+        if ingress == "haproxy":
+            assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+            low = int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
+            high = int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
+            # Replica ports never overlap Ray's worker ports (defaults, not overridden).
+            assert low > 19999 and high - low >= 100
+            assert not {"min-worker-port", "max-worker-port"} & group["rayStartParams"].keys()
+            assert float(env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"]) <= 10
+        else:
+            assert not any(name.startswith("RAY_SERVE_ENABLE_HA_PROXY") for name in env)
+            assert not any("DIRECT_INGRESS" in name for name in env)
+    # HAProxy on any node forwards to replicas on the others: the cluster's internal
+    # policy admits every port between its own pods.
+    (internal,) = [o for o in _objects("dev") if o["metadata"]["name"].endswith("-ray-internal")]
+    assert [set(rule) for rule in internal["spec"]["ingress"]] == [{"from"}]
 
 
 def test_gcs_fault_tolerance_per_redis_mode() -> None:

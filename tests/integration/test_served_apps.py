@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import shlex
 import subprocess
@@ -11,12 +12,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from sklearn.datasets import load_breast_cancer
 
 from infra.config import PROJECT_ROOT, App, Deployment
 from infra.config_sources import load_stack_file
-from infra.serve_config import application_config, stack_serve_config
+from infra.serve_config import DIRECT_INGRESS_PORTS, application_config, stack_serve_config
 from localrun.cluster import (
     LocalRunError,
     applications,
@@ -114,6 +116,33 @@ def test_probes_stay_open(make_run: MakeRun) -> None:
     assert httpx.get(f"{make_run.url}/-/healthz", timeout=10).status_code == 200
     routes = httpx.get(f"{make_run.url}/-/routes", timeout=10).json()
     assert routes == {"/embed": "embeddings", "/classify": "classifier"}
+
+
+def _listeners() -> dict[int, str]:
+    """Loopback TCP ports in LISTEN on this machine -> the listening process's name."""
+    found = {}
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.ip == "127.0.0.1" and conn.pid:
+            with contextlib.suppress(psutil.Error):
+                found[conn.laddr.port] = psutil.Process(conn.pid).name()
+    return found
+
+
+def test_haproxy_serves_and_every_replica_port_needs_a_key(make_run: MakeRun) -> None:
+    """The dev stack's `serveIngress: haproxy`: HAProxy owns the port; replicas serve HTTP."""
+    listeners = _listeners()
+    assert listeners[make_run.http_port] == "haproxy"
+    low, high = DIRECT_INGRESS_PORTS
+    replica_ports = [p for p, name in listeners.items() if low <= p <= high and "Serve" in name]
+    assert len(replica_ports) >= 2, listeners  # the Embedder's two replicas, the Classifier's
+    fallback = make_run.state.ports.fallback_proxy
+    assert "ProxyActor" in listeners[fallback]  # Serve's proxy, HAProxy's backup on the head
+    for port in [*replica_ports, fallback]:
+        for route in ("/embed", "/classify"):
+            url = f"http://127.0.0.1:{port}{route}"
+            response = httpx.post(url, json={"texts": ["no key"]}, timeout=30)
+            assert response.status_code == 401, (url, response.text)
+        assert httpx.get(f"http://127.0.0.1:{port}/-/healthz", timeout=10).status_code == 200
 
 
 BAD_REQUESTS = [
@@ -350,7 +379,8 @@ def test_key_rotation_takes_effect_without_restarting_ray(make_run: MakeRun) -> 
         deadline = time.monotonic() + 30
         while status_with(key) != status and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert status_with(key) == status
+        answered = httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert answered.status_code == status, (key == fresh_key, answered.text, _listeners())
 
     assert status_with(fresh_key) == 401
     both = {"local": hash_key(old_key), "rotated": hash_key(fresh_key)}
