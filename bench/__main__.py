@@ -13,6 +13,7 @@ import shlex
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, get_args
 
@@ -175,6 +176,10 @@ def measure_all(
             base = our_serve_config(args.stack, ray_bench.http_port)
             endpoint = ray_bench.serve(serve_default_config(base, runtime, args.device))
             rows += measure("Ray Serve defaults", runtime, endpoint, plan, 1)
+    if "inprocess" in systems and len(systems) > 1:
+        print("==> the limit again, after the served systems")
+        again = in_process(runtime, args.device, limit_batch, plan)
+        rows.append(replace(again, system=again.system + report.LIMIT_AGAIN))
     return rows
 
 
@@ -204,7 +209,9 @@ def write_outputs(
             f"- Load: closed-loop async clients (aiohttp); warm-up {args.warmup_s:g} s, then a "
             f"{args.window_s:g} s window; {args.corpus_size} generated English sentences "
             "(10–30 words). Served runtime: "
-            f"{runtime}; the limit is the same model in-process at batch {limit_batch}.",
+            f"{runtime}; the limit is the same model in-process at batch {limit_batch}, "
+            "measured before and again after the served systems; ratios use the mean of "
+            "the two (a shared VM's speed drifts over a run).",
             "- CPU cores and peak RSS: the server's whole process tree (Ray: every Ray "
             "process and Redis) during the window; RSS sums processes, so shared pages "
             "count more than once.",

@@ -98,9 +98,7 @@ def serve_auth_on(kind: str, props: Mapping[str, Any], config: Mapping[str, Any]
             continue
         env = {e.get("name"): e.get("value") for e in container.get("env", [])}
         if env.get("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH") != PROXY_CALLBACK:
-            problems.append(
-                f"{container.get('name')}: Serve's proxy does not load the API-key middleware"
-            )
+            problems.append(f"{container.get('name')}: Serve does not load the API-key middleware")
     return problems
 
 
@@ -129,5 +127,5 @@ RULES = [
     Rule(
         "gpu-pools-tainted", "GPU node pools are tainted for GPU workloads only.", gpu_pools_tainted
     ),
-    Rule("serve-auth-on", "Every Serve proxy checks API keys.", serve_auth_on),
+    Rule("serve-auth-on", "Serve checks API keys on every Ray pod.", serve_auth_on),
 ]

@@ -85,7 +85,7 @@ def test_serve_auth_on(prod_rayservice: dict[str, Any]) -> None:
         e for e in worker["env"] if e["name"] != "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
     ]
     assert serve_auth_on(RAYSERVICE, open_door, {}) == [
-        "ray-worker: Serve's proxy does not load the API-key middleware"
+        "ray-worker: Serve does not load the API-key middleware"
     ]
 
 

@@ -1,7 +1,9 @@
 """ASGI middleware that makes every Serve route need `Authorization: Bearer <key>`.
 
-Ray Serve loads it in the HTTP proxy of every node through
-`RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serve_apps.auth.middleware:proxy_middlewares`.
+Ray Serve loads it through
+`RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=serve_apps.auth.middleware:proxy_middlewares`
+into every HTTP server it runs: the proxy of every node and, with HAProxy as the data
+plane (`serveIngress: haproxy`), every ingress replica's own server behind HAProxy.
 Keys are read from the JSON file named by `RAYSERVE_API_KEYS_FILE` ({name: sha256}) and
 re-read when the file changes, so adding or removing a key needs no restart. Without a
 readable key file every request is refused: the proxy fails closed.

@@ -14,6 +14,7 @@ from infra.config import PROJECT_ROOT
 SYSTEMS = {
     "in-process batch 32",
     "in-process batch 1",
+    "in-process batch 32 (again, after the served systems)",
     "BentoML adaptive batching",
     "FastAPI, no batching",
     "ours (generated config)",
@@ -42,6 +43,7 @@ def test_the_harness_runs_every_system_and_writes_its_report(
 ) -> None:
     done, out = smoke
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "ours: the dev stack's generated config (haproxy ingress)" in done.stdout
     data = json.loads((out / "benchmarks.json").read_text())
     rows = data["rows"]
     assert {r["system"] for r in rows} == SYSTEMS
