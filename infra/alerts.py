@@ -91,6 +91,20 @@ def serve_rules(stack: StackConfig) -> list[dict[str, Any]]:
             description=f"More than {stack.alert_queued_requests} requests queued for 5 minutes.",
         ),
         _alert(
+            # With the HAProxy data plane, requests wait inside the ingress replicas,
+            # where no per-deployment queue gauge exists (the one above counts handle
+            # queues): what the ingress holds minus what replicas process is the wait.
+            "ServeIngressBacklog",
+            "sum by (namespace, ray_io_cluster) (ray_serve_num_ongoing_http_requests)"
+            " - sum by (namespace, ray_io_cluster) (ray_serve_replica_processing_queries)"
+            f" > {stack.alert_queued_requests}",
+            "5m",
+            "warning",
+            summary="{{ $labels.ray_io_cluster }}: requests wait at the ingress",
+            description=f"More than {stack.alert_queued_requests} HTTP requests accepted but "
+            "not yet processed by a replica, for 5 minutes.",
+        ),
+        _alert(
             "ServeReplicasUnhealthy",
             "sum by (application, deployment) (1 - ray_serve_deployment_replica_healthy) > 0",
             "5m",

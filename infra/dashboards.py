@@ -107,9 +107,11 @@ def overview_dashboard(stack: StackConfig) -> dict[str, Any]:
         ),
         _panel(
             5,
-            "Queued requests per deployment",
+            "Queued requests",
             {
-                "{{application}}/{{deployment}}": "sum by (application, deployment) (ray_serve_deployment_queued_queries)"
+                "{{application}}/{{deployment}}": "sum by (application, deployment) (ray_serve_deployment_queued_queries)",
+                "waiting at the ingress ({{ray_io_cluster}})": "sum by (ray_io_cluster) (ray_serve_num_ongoing_http_requests)"
+                " - sum by (ray_io_cluster) (ray_serve_replica_processing_queries)",
             },
         ),
         _panel(

@@ -3,7 +3,8 @@
 The head runs no Ray work (`num-cpus: "0"`) on the on-demand `system` pool; each worker
 group runs on one node pool with that pool's selectors, tolerations and GPU limits; the
 GCS keeps its state in Redis; every Ray pod loads the API-key middleware into Serve's
-proxy and mounts the Secret of key hashes.
+HTTP servers (the ingress replicas' behind HAProxy, and Serve's proxy) and mounts the
+Secret of key hashes.
 """
 
 from __future__ import annotations

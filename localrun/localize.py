@@ -28,7 +28,7 @@ def localize(
 ) -> tuple[dict[str, Any], list[str]]:
     """The stack's serve config for this machine, and a note for every change made.
 
-    Only three things change: the proxy listens on loopback at `http_port`; GPU
+    Only three things change: Serve's HTTP listens on loopback at `http_port`; GPU
     requests become CPU replicas when this machine has no GPU (the apps pick their
     device at start-up, so the same code runs either way); and memory reservations,
     sized for cluster nodes, are not made on a laptop.

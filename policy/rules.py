@@ -99,6 +99,10 @@ def serve_auth_on(kind: str, props: Mapping[str, Any], config: Mapping[str, Any]
         env = {e.get("name"): e.get("value") for e in container.get("env", [])}
         if env.get("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH") != PROXY_CALLBACK:
             problems.append(f"{container.get('name')}: Serve does not load the API-key middleware")
+    # Serve applies the middleware to HTTP only: a gRPC ingress would take requests
+    # without a key (the serve config is YAML text; the key anywhere in it counts).
+    if "grpc_options" in str(props.get("spec", {}).get("serveConfigV2", "")):
+        problems.append("serveConfigV2: gRPC ingress is not covered by the API-key middleware")
     return problems
 
 

@@ -11,6 +11,8 @@ RAY_SERVE = {
     "ray_serve_http_request_latency_ms_bucket",
     "ray_serve_deployment_replica_healthy",
     "ray_serve_deployment_queued_queries",
+    "ray_serve_num_ongoing_http_requests",
+    "ray_serve_replica_processing_queries",
 }
 KUBERAY = {"kuberay_service_condition_ready"}
 DCGM = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"}

@@ -67,6 +67,12 @@ def promtool_tests(stack: StackConfig) -> list[dict[str, Any]]:
         _series("ray_serve_num_http_error_requests_total", {"application": calm, "error_code": "503"}, "0+3x20"),
         _series("ray_serve_deployment_queued_queries", {"application": hot, "deployment": "D"}, f"{stack.alert_queued_requests + 30}x20"),
         _series("ray_serve_deployment_queued_queries", {"application": calm, "deployment": "D"}, "3x20"),
+        # A backlog at serving-x1's ingress (HAProxy mode: it waits inside the replicas).
+        _series("ray_serve_num_ongoing_http_requests", {**serving, "node": "a"}, f"{stack.alert_queued_requests + 158}x20"),
+        _series("ray_serve_replica_processing_queries", {**serving, "replica": "a"}, "64x20"),
+        _series("ray_serve_replica_processing_queries", {**serving, "replica": "b"}, "64x20"),
+        _series("ray_serve_num_ongoing_http_requests", {"namespace": "ray", "ray_io_cluster": "ok-x2"}, "70x20"),
+        _series("ray_serve_replica_processing_queries", {"namespace": "ray", "ray_io_cluster": "ok-x2"}, "64x20"),
         _series("ray_serve_deployment_replica_healthy", {"application": hot, "deployment": "D", "replica": "a"}, "0x20"),
         _series("ray_serve_deployment_replica_healthy", {"application": hot, "deployment": "D", "replica": "b"}, "1x20"),
         _series("ray_serve_deployment_replica_healthy", {"application": calm, "deployment": "D", "replica": "c"}, "1x20"),
@@ -80,6 +86,7 @@ def promtool_tests(stack: StackConfig) -> list[dict[str, Any]]:
         "ServeHighErrorRatio": [{"application": hot}],
         "ServeRequestsRejected": [{"application": calm}],
         "ServeQueueHigh": [{"application": hot, "deployment": "D"}],
+        "ServeIngressBacklog": [serving],
         "ServeReplicasUnhealthy": [{"application": hot, "deployment": "D"}],
     }
     for app in apps:

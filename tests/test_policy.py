@@ -87,6 +87,11 @@ def test_serve_auth_on(prod_rayservice: dict[str, Any]) -> None:
     assert serve_auth_on(RAYSERVICE, open_door, {}) == [
         "ray-worker: Serve does not load the API-key middleware"
     ]
+    grpc = copy.deepcopy(prod_rayservice)
+    grpc["spec"]["serveConfigV2"] += "grpc_options:\n  port: 9000\n"
+    assert serve_auth_on(RAYSERVICE, grpc, {}) == [
+        "serveConfigV2: gRPC ingress is not covered by the API-key middleware"
+    ]
 
 
 @pytest.mark.parametrize(("stack", "config"), [("dev", {}), ("prod", PROD)])

@@ -220,10 +220,17 @@ def test_serve_ingress_sets_the_data_plane_on_every_ray_pod(ingress: str) -> Non
         else:
             assert not any(name.startswith("RAY_SERVE_ENABLE_HA_PROXY") for name in env)
             assert not any("DIRECT_INGRESS" in name for name in env)
-    # HAProxy on any node forwards to replicas on the others: the cluster's internal
-    # policy admits every port between its own pods.
+
+
+def test_haproxy_reaches_replicas_on_other_nodes() -> None:
+    # HAProxy on any node forwards to ingress replicas on the others, on ports from the
+    # direct-ingress range: the service's internal policy admits every port between its
+    # own pods, and only them.
     (internal,) = [o for o in _objects("dev") if o["metadata"]["name"].endswith("-ray-internal")]
-    assert [set(rule) for rule in internal["spec"]["ingress"]] == [{"from"}]
+    (rule,) = internal["spec"]["ingress"]
+    assert set(rule) == {"from"}  # no port list: every port
+    (source,) = rule["from"]
+    assert source["podSelector"]["matchLabels"] == internal["spec"]["podSelector"]["matchLabels"]
 
 
 def test_gcs_fault_tolerance_per_redis_mode() -> None:

@@ -23,6 +23,7 @@ from localrun.cluster import (
     LocalRunError,
     applications,
     deploy,
+    haproxy_binary,
     session_alive,
     wait_until_running,
 )
@@ -128,10 +129,15 @@ def _listeners() -> dict[int, str]:
     return found
 
 
+@pytest.mark.skipif(haproxy_binary() is None, reason="no HAProxy on this machine")
 def test_haproxy_serves_and_every_replica_port_needs_a_key(make_run: MakeRun) -> None:
     """The dev stack's `serveIngress: haproxy`: HAProxy owns the port; replicas serve HTTP."""
     listeners = _listeners()
     assert listeners[make_run.http_port] == "haproxy"
+    # HAProxy's admin socket (mode 666) sits in a folder only this user can enter.
+    haproxy_dir = Path(make_run.state.temp_dir) / "hap"
+    assert haproxy_dir.stat().st_mode & 0o077 == 0
+    assert [p for p in haproxy_dir.glob("*/admin") if p.is_socket()]
     low, high = DIRECT_INGRESS_PORTS
     replica_ports = [p for p, name in listeners.items() if low <= p <= high and "Serve" in name]
     assert len(replica_ports) >= 2, listeners  # the Embedder's two replicas, the Classifier's
