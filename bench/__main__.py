@@ -34,7 +34,6 @@ from bench.systems import (
 from infra.config import PROJECT_ROOT, ServeIngress
 from infra.config_sources import load_stack_file
 from localrun.artifacts import prepare_artifacts
-from localrun.cluster import local_ingress
 
 SYSTEMS = ("inprocess", "bentoml", "fastapi", "ours", "serve-default")
 DOCS = PROJECT_ROOT / "docs"
@@ -160,12 +159,11 @@ def measure_all(
             rows += measure("FastAPI, no batching", runtime, endpoint, plan, 1)
     if "ours" in systems:
         ray_env = dict(item.split("=", 1) for item in args.ray_env)
-        ingress, why = local_ingress(args.ingress or load_stack_file(args.stack).serve_ingress)
-        if why:
-            print(f"==> note: {why}")
+        ingress = args.ingress or load_stack_file(args.stack).serve_ingress
         with RayServeBench(log_dir / "ours", ingress, ray_env) as ray_bench:
             config = our_serve_config(args.stack, ray_bench.http_port, overrides)
-            print(f"==> ours: the {args.stack} stack's generated config ({ingress} ingress)")
+            ran = ray_bench.cluster.ingress
+            print(f"==> ours: the {args.stack} stack's generated config ({ran} ingress)")
             endpoint = ray_bench.serve(config)
             rows += measure(report.OURS, runtime, endpoint, plan, 1)
             rows += measure(report.OURS, runtime, endpoint, plan, 32)

@@ -116,38 +116,23 @@ def targets(rows: Sequence[Row], runtime: str, auth: dict[str, float], c: int = 
     """The issue's targets, checked on this run's numbers."""
     found: list[Target] = []
     limit = limit_row(rows, runtime, 32)
-    ours, bento = find(rows, OURS, 1, c), find(rows, BENTOML, 1, c)
-    if ours and bento:
-        ratio = ours.texts_per_s / bento.texts_per_s
-        found.append(
-            Target(f"one text/request, c={c}, vs BentoML", "≥ 1.0×", f"{ratio:.2f}×", ratio >= 1.0)
-        )
-    if ours and limit:
-        ratio = ours.texts_per_s / limit.texts_per_s
-        found.append(
-            Target(
-                f"one text/request, c={c}, vs in-process batch 32",
-                "≥ 0.7×",
-                f"{ratio:.2f}×",
-                ratio >= 0.7,
-            )
-        )
+    ours, bento, many = find(rows, OURS, 1, c), find(rows, BENTOML, 1, c), find(rows, OURS, 32, c)
+
+    def throughput_at_least(
+        name: str, row: Row | None, reference: Row | None, at_least: float
+    ) -> None:
+        if row and reference:
+            ratio = row.texts_per_s / reference.texts_per_s
+            found.append(Target(name, f"≥ {at_least}×", f"{ratio:.2f}×", ratio >= at_least))
+
+    throughput_at_least(f"one text/request, c={c}, vs BentoML", ours, bento, 1.0)
+    throughput_at_least(f"one text/request, c={c}, vs in-process batch 32", ours, limit, 0.7)
     if ours:
         ratio = ours.p99_ms / ours.p50_ms
         found.append(
             Target(f"one text/request, c={c}, p99 / p50", "≤ 2.0", f"{ratio:.2f}", ratio <= 2.0)
         )
-    many = find(rows, OURS, 32, c)
-    if many and limit:
-        ratio = many.texts_per_s / limit.texts_per_s
-        found.append(
-            Target(
-                f"32 texts/request, c={c}, vs in-process batch 32",
-                "≥ 0.9×",
-                f"{ratio:.2f}×",
-                ratio >= 0.9,
-            )
-        )
+    throughput_at_least(f"32 texts/request, c={c}, vs in-process batch 32", many, limit, 0.9)
     for texts in (1, 32):
         series = sorted(
             (r for r in rows if r.system == OURS and r.texts_per_request == texts),

@@ -287,6 +287,8 @@ class RayServeBench:
             log=lambda line: print(f"    {line}"),
         )
         self.cluster.state.ports.http = self.http_port
+        if self.cluster.ingress_note:
+            print(f"==> note: {self.cluster.ingress_note}")
         self.key = ""
 
     def __enter__(self) -> RayServeBench:

@@ -32,7 +32,6 @@ from localrun.cluster import (
     applications,
     deploy,
     kill_session,
-    local_ingress,
     port_is_free,
     session_alive,
     wait_until_running,
@@ -163,17 +162,16 @@ def up(args: argparse.Namespace) -> int:
     config, notes = localize(
         stack_serve_config(stack), http_port=args.http_port, gpus=local_gpu_count()
     )
-    ingress, why = local_ingress(stack.serve_ingress)
-    for note in [*notes, *filter(None, [why])]:
-        say(f"==> note: {note}")
     cluster = LocalCluster(
         PROJECT_ROOT,
         args.state_dir,
         namespace=f"rayserve-gke-{args.stack}",
         use_redis=not args.no_redis,
         num_cpus=max(math.ceil(logical_cpus_needed(config)), 4),
-        ingress=ingress,
+        ingress=stack.serve_ingress,
     )
+    for note in [*notes, *filter(None, [cluster.ingress_note])]:
+        say(f"==> note: {note}")
     cluster.state.ports.http = args.http_port
     cluster.state.runner_pid = os.getpid()
     signal.signal(signal.SIGTERM, _raise_stop)

@@ -237,7 +237,8 @@ class LocalCluster:
         self.state.temp_dir = f"/tmp/rayserve-{digest}"  # noqa: S108
         self.use_redis = use_redis
         self.num_cpus = num_cpus or max(os.cpu_count() or 1, 4)
-        self.ingress, _ = local_ingress(ingress)  # `make run` prints why, if it differs
+        # What this machine can run; `ingress_note` says why when that differs.
+        self.ingress, self.ingress_note = local_ingress(ingress)
         self.extra_env = dict(extra_env or {})
         self.log = log
         self._redis_password = secrets.token_urlsafe(24)

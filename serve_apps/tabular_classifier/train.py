@@ -4,7 +4,6 @@ Runs at image build (`python -m serve_apps.tabular_classifier.train`) and on the
 `make run` (`--if-missing`). The dataset ships with scikit-learn: no download.
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from serve_apps.common.artifacts import model_dir
+from serve_apps.common.artifacts import builder_args, model_dir
 
 ARTIFACT_NAME = "breast_cancer_classifier.joblib"
 SEED = 0
@@ -63,10 +62,7 @@ def write_artifact(path: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-dir", type=Path, default=None, help="default: $RAYSERVE_MODEL_DIR")
-    parser.add_argument("--if-missing", action="store_true", help="keep an existing artifact")
-    args = parser.parse_args(argv)
+    args = builder_args(__doc__, argv)
     path = artifact_path(args.model_dir)
     if args.if_missing and path.is_file():
         print(f"classifier artifact present: {path}")

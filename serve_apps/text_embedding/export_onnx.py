@@ -8,7 +8,6 @@ agree with the sentence-transformers (torch) ones: a min cosine below `MIN_COSIN
 nothing and exits non-zero.
 """
 
-import argparse
 import json
 import random
 import shutil
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from serve_apps.common.artifacts import builder_args
 from serve_apps.text_embedding.runtimes import (
     EXPORT_META_FILE,
     INPUT_NAMES,
@@ -213,10 +213,7 @@ def is_current(directory: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model-dir", type=Path, default=None, help="default: $RAYSERVE_MODEL_DIR")
-    parser.add_argument("--if-missing", action="store_true", help="keep an existing export")
-    args = parser.parse_args(argv)
+    args = builder_args(__doc__, argv)
     target = onnx_dir(args.model_dir)
     if args.if_missing and is_current(target):
         print(f"ONNX export present: {target}")
