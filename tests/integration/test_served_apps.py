@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from localrun.cluster import (
     wait_until_running,
 )
 from localrun.localize import localize
+from localrun.toolchain import SYSTEM_TOOLS, install_hint
 from tests.integration.conftest import MakeRun
 
 
@@ -37,6 +39,8 @@ def test_make_run_prints_working_curl_lines_for_every_app(make_run: MakeRun) -> 
     assert "embeddings/Embedder asks for 1 GPU(s); this machine has none" in out
     for route in ("/embed", "/classify"):
         assert re.search(rf"POST {route} -> 200 in \d+ ms", out), out
+    # The install step provisions curl where it can (localrun.toolchain).
+    assert shutil.which("curl"), install_hint(SYSTEM_TOOLS["curl"])
     curl_lines = [line.strip() for line in make_run.lines if line.strip().startswith("curl ")]
     assert len(curl_lines) == 2
     for line in curl_lines:
