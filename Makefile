@@ -52,11 +52,11 @@ bench: $(STAMP)
 
 ## render: every Kubernetes object of STACK as YAML under rendered/STACK (no cloud needed)
 render: $(STAMP)
-	$(BIN)/python -m infra.render --stack $(STACK)
+	$(BIN)/python -m infra.program.render --stack $(STACK)
 
 ## tree: what the Pulumi program declares for STACK, offline (Pulumi mocks)
 tree: $(STAMP)
-	$(BIN)/python -m tests.pulumi_harness $(STACK)
+	$(BIN)/python -m infra.program.runner $(STACK)
 
 lint: $(STAMP) tools/node_modules/.package-lock.json
 	$(BIN)/ruff check .

@@ -33,7 +33,7 @@ from infra.config_sources import (
     load_stack_file,
     stack_file_values,
 )
-from tests.pulumi_harness import ProgramRun, engine_config
+from infra.program.runner import ProgramRun, engine_config
 
 STACKS = ("dev", "prod")
 

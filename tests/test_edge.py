@@ -15,10 +15,10 @@ from infra.edge import (
     hostnames,
 )
 from infra.network_policies import network_policies
-from infra.render import stack_objects
+from infra.program.render import program_objects
+from infra.program.runner import is_secret, reveal, run_program
 from infra.serve_config import SERVE_PORT
 from tests.k8s_schemas import validation_errors
-from tests.pulumi_harness import is_secret, reveal, run_program
 
 STACKS = ["dev", "prod"]
 
@@ -243,7 +243,7 @@ def _walk(value: Any) -> list[Any]:
 
 @pytest.mark.parametrize("stack_name", STACKS)
 def test_no_load_balancer_or_node_port_service_but_the_gateways(stack_name: str) -> None:
-    rendered = stack_objects(load_stack_file(stack_name), stack_name)
+    rendered = program_objects(stack_name)
     run = run_program(stack_name)
     for value in _walk(rendered) + _walk([reveal(r.inputs) for r in run.resources]):
         if isinstance(value, dict) and value.get("type") in ("LoadBalancer", "NodePort"):

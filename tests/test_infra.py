@@ -22,7 +22,7 @@ from infra.config import PROJECT_ROOT, ConfigError, StackConfig
 from infra.config_sources import load_stack_file
 from infra.images import BUILD_CONTEXT, context_files, source_digest
 from infra.kubernetes import AUTH_PLUGIN, gke_kubeconfig
-from tests.pulumi_harness import (
+from infra.program.runner import (
     MOCK_CA,
     MOCK_ENDPOINT,
     MOCK_TOKEN,

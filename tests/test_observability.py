@@ -17,10 +17,10 @@ from infra.observability import (
     monitoring_objects,
     pod_monitors,
 )
-from infra.render import stack_objects
+from infra.program.render import program_objects
+from infra.program.runner import ProgramRun, is_secret, run_program
 from tests.k8s_schemas import REFERENCE_DIR, set_keys, validation_errors, values_keys
 from tests.known_metrics import KNOWN
-from tests.pulumi_harness import ProgramRun, is_secret, run_program
 
 PROMQL_WORDS = {
     "sum", "avg", "max", "min", "count", "rate", "by", "on", "without", "histogram_quantile",
@@ -65,9 +65,7 @@ def test_pod_monitors_scrape_the_ray_ports() -> None:
 
 
 def test_ray_head_declares_every_port_the_monitors_scrape() -> None:
-    (rayservice,) = [
-        o for o in stack_objects(load_stack_file("dev"), "dev") if o["kind"] == "RayService"
-    ]
+    (rayservice,) = [o for o in program_objects("dev") if o["kind"] == "RayService"]
     cluster = rayservice["spec"]["rayClusterConfig"]
     head_ports = {
         p["name"] for p in cluster["headGroupSpec"]["template"]["spec"]["containers"][0]["ports"]
@@ -157,8 +155,8 @@ def test_overview_and_gpu_dashboards_cover_what_the_issue_asks() -> None:
 
 def test_ray_heads_get_the_grafana_and_prometheus_hosts() -> None:
     def head_env(monitoring: bool) -> dict[str, str]:
-        stack = load_stack_file("dev").model_copy(update={"monitoring": monitoring})
-        (rs,) = [o for o in stack_objects(stack, "dev") if o["kind"] == "RayService"]
+        objects = program_objects("dev", {"monitoring": monitoring})
+        (rs,) = [o for o in objects if o["kind"] == "RayService"]
         container = rs["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"][
             "containers"
         ][0]

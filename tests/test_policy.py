@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from infra.config import PROJECT_ROOT
+from infra.program.runner import reveal, run_program
 from policy.rules import (
     RULES,
     charts_have_versions,
@@ -18,7 +19,6 @@ from policy.rules import (
     no_load_balancer_services,
     serve_auth_on,
 )
-from tests.pulumi_harness import reveal, run_program
 
 RAYSERVICE = "kubernetes:ray.io/v1:RayService"
 PROD = {"requireGcsFaultTolerance": True}

@@ -5,7 +5,7 @@ import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from infra.config import ConfigError
-from tests.pulumi_harness import run_program
+from infra.program.runner import run_program
 
 
 @pytest.mark.parametrize("stack", ["dev", "prod"])

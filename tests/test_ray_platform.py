@@ -10,27 +10,27 @@ import pytest
 import yaml
 
 from infra.config import StackConfig
-from infra.config_sources import load_stack_file
+from infra.config_sources import load_stack_file, stack_file_values
 from infra.gpu_operator import gpu_operator_values, resource_quota_manifest
 from infra.kuberay import kuberay_values
+from infra.program.render import KNOWN_AFTER_UP, charts_of, is_object, program_objects, render
+from infra.program.runner import ProgramRun, is_secret, reveal, run_program
 from infra.rayservice import GPU_TOLERATION, SPOT_TOLERATION
 from infra.redis import REDIS_IMAGE, in_cluster_manifests
-from infra.render import MEMORYSTORE_ADDRESS, render, stack_objects
 from infra.serve_config import serve_config
 from tests.k8s_schemas import REFERENCE_DIR, has_schema, set_keys, validation_errors, values_keys
-from tests.pulumi_harness import ProgramRun, is_secret, reveal, run_program
 
 STACKS = ["dev", "prod"]
 RAYSERVICE = "kubernetes:ray.io/v1:RayService"
 
 
-def _objects(stack_name: str, **update: Any) -> list[dict[str, Any]]:
-    stack = load_stack_file(stack_name).model_copy(update=update)
-    return stack_objects(stack, stack_name)
+def _objects(stack_name: str, **overrides: Any) -> list[dict[str, Any]]:
+    """What the program declares for the stack, with config `overrides` (config keys)."""
+    return program_objects(stack_name, overrides)
 
 
-def _rayservices(stack_name: str, **update: Any) -> list[dict[str, Any]]:
-    return [o for o in _objects(stack_name, **update) if o["kind"] == "RayService"]
+def _rayservices(stack_name: str, **overrides: Any) -> list[dict[str, Any]]:
+    return [o for o in _objects(stack_name, **overrides) if o["kind"] == "RayService"]
 
 
 # -- schemas ----------------------------------------------------------------------
@@ -39,7 +39,7 @@ def _rayservices(stack_name: str, **update: Any) -> list[dict[str, Any]]:
 @pytest.mark.parametrize("stack_name", STACKS)
 @pytest.mark.parametrize("driver", ["gke", "operator"])
 def test_every_object_of_every_stack_validates(stack_name: str, driver: str) -> None:
-    objects = _objects(stack_name, gpu_driver=driver)
+    objects = _objects(stack_name, gpuDriver=driver)
     assert {o["kind"] for o in objects} >= {"Namespace", "Secret", "RayService"}
     for obj in filter(has_schema, objects):
         assert validation_errors(obj) == [], f"{obj['kind']} {obj['metadata']['name']}"
@@ -201,7 +201,7 @@ def test_rayservice_spec(stack_name: str) -> None:
 @pytest.mark.parametrize("ingress", ["haproxy", "proxy"])
 def test_serve_ingress_sets_the_data_plane_on_every_ray_pod(ingress: str) -> None:
     """The env that picks HAProxy vs Serve's proxy, and what HAProxy needs to reach replicas."""
-    (rayservice,) = _rayservices("dev", serve_ingress=ingress)
+    (rayservice,) = _rayservices("dev", serveIngress=ingress)
     cluster = rayservice["spec"]["rayClusterConfig"]
     groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
     for group in groups:
@@ -242,7 +242,8 @@ def test_gcs_fault_tolerance_per_redis_mode() -> None:
     }
     for prod in _rayservices("prod"):
         cluster = prod["spec"]["rayClusterConfig"]
-        assert cluster["gcsFaultToleranceOptions"]["redisAddress"] == MEMORYSTORE_ADDRESS
+        # Memorystore's address as the instance reports it (mocked: 10.1.2.3:6378), TLS on.
+        assert cluster["gcsFaultToleranceOptions"]["redisAddress"] == "rediss://10.1.2.3:6378"
         head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e["value"] for e in head["env"]}
         assert env["RAY_REDIS_CA_CERT"] == "/etc/rayserve/redis-ca/ca.crt"
@@ -251,22 +252,14 @@ def test_gcs_fault_tolerance_per_redis_mode() -> None:
 
 
 def test_incremental_upgrade_options_are_passed_through() -> None:
-    stack = load_stack_file("prod")
-    service = stack.services[0]
-    strategy = service.upgrade_strategy.model_copy(
-        update={
-            "type": "NewClusterWithIncrementalUpgrade",
-            "step_size_percent": 25,
-            "interval_seconds": 60,
-            "max_surge_percent": 50,
-        }
-    )
-    services = [service.model_copy(update={"upgrade_strategy": strategy}), *stack.services[1:]]
-    (rayservice, _) = [
-        o
-        for o in stack_objects(stack.model_copy(update={"services": services}), "prod")
-        if o["kind"] == "RayService"
-    ]
+    services = copy.deepcopy(stack_file_values("prod")["services"])
+    services[0]["upgradeStrategy"] = {
+        "type": "NewClusterWithIncrementalUpgrade",
+        "stepSizePercent": 25,
+        "intervalSeconds": 60,
+        "maxSurgePercent": 50,
+    }
+    (rayservice, _) = _rayservices("prod", services=services)
     options = rayservice["spec"]["upgradeStrategy"]["clusterUpgradeOptions"]
     assert (options["stepSizePercent"], options["intervalSeconds"]) == (25, 60)
     assert validation_errors(rayservice) == []
@@ -351,23 +344,35 @@ def _images(value: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("stack_name", STACKS)
-def test_render_writes_one_valid_yaml_file_per_object(stack_name: str, tmp_path: Path) -> None:
-    written = render(stack_name, tmp_path)
+def test_render_writes_exactly_what_the_program_declares(stack_name: str, tmp_path: Path) -> None:
+    """`make render`: one valid file per Kubernetes object the program declares, one per
+    chart, nothing else; never a secret value, never an invented digest."""
+    run = run_program(stack_name, mode="preview")
+    written = render(stack_name, tmp_path, run=run)
     objects = [yaml.safe_load(p.read_text()) for p in written if p.parent.name != "helm"]
-    assert len(objects) == len(_objects(stack_name))
+
+    def identity(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+        meta = obj["metadata"]
+        return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"])
+
+    declared = [r for r in run.resources if is_object(r)]
+    assert len(declared) >= 30
+    assert sorted(map(identity, objects)) == sorted(identity(reveal(r.inputs)) for r in declared)
     for obj in objects:
-        assert not has_schema(obj) or validation_errors(obj) == []
+        assert not has_schema(obj) or validation_errors(obj) == [], identity(obj)
         for image in _images(obj):
-            assert ":" in image.rsplit("/", 1)[-1] and not image.endswith(":latest")
+            assert image == KNOWN_AFTER_UP or "@sha256:" in image, image
         if obj["kind"] == "Secret":
             assert "data" not in obj and "stringData" not in obj  # never a value on disk
     charts = {p.stem: yaml.safe_load(p.read_text()) for p in written if p.parent.name == "helm"}
+    assert sorted(charts) == sorted(c["chart"] for c in charts_of(run))
     assert charts["kuberay-operator"]["version"] == "1.7.0"
     assert charts["gpu-operator"]["version"] == "v26.7.0"
+    assert charts["kube-prometheus-stack"]["version"] == "88.5.3"
 
 
 def test_log_shipping_off_means_one_container_per_ray_pod() -> None:
-    for rayservice in _rayservices("dev", log_shipping=False):
+    for rayservice in _rayservices("dev", logShipping=False):
         cluster = rayservice["spec"]["rayClusterConfig"]
         for template in [cluster["headGroupSpec"]["template"],
                          *(g["template"] for g in cluster["workerGroupSpecs"])]:  # fmt: skip

@@ -11,8 +11,9 @@ import yaml
 
 from infra.config import PROJECT_ROOT
 from infra.config_sources import load_stack_file
+from infra.program.render import program_objects
+from infra.program.runner import ProgramRun, run_program
 from infra.upgrades import ClusterReplacementError, changed_paths, replacement_reports
-from tests.pulumi_harness import ProgramRun, run_program
 
 
 def test_changed_paths() -> None:
@@ -23,13 +24,10 @@ def test_changed_paths() -> None:
     assert changed_paths({"l": [1]}, {"l": [1, 2]}) == ["l"]
 
 
-def _clusters(stack_name: str, **override: Any) -> tuple[Any, dict[str, Any]]:
-    from infra.render import stack_objects
-
-    stack = load_stack_file(stack_name).model_copy(update=override)
-    return stack, {
-        o["metadata"]["name"]: o["spec"]["rayClusterConfig"]
-        for o in stack_objects(stack, stack_name)
+def _clusters(stack_name: str) -> tuple[Any, dict[str, Any]]:
+    return load_stack_file(stack_name), {
+        o["metadata"]["name"]: copy.deepcopy(o["spec"]["rayClusterConfig"])
+        for o in program_objects(stack_name)
         if o["kind"] == "RayService"
     }
 
