@@ -136,6 +136,8 @@ class ProgramRun(pulumi.runtime.Mocks):
     """(type, name) -> the resources its `depends_on` names (not inherited ones)."""
     warnings: list[str] = field(default_factory=list)
     """What the program logged with pulumi.log.warn (the engine prints them)."""
+    declared: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(type, name) -> its place in the order the program declared resources."""
     duplicates: list[str] = field(default_factory=list)
     """URNs registered twice (the run then fails with DuplicateUrnError)."""
 
@@ -170,6 +172,7 @@ class ProgramRun(pulumi.runtime.Mocks):
     def record_parent(
         self, args: pulumi.ResourceTransformationArgs
     ) -> pulumi.ResourceTransformationResult | None:
+        self.declared.setdefault((args.type_, args.name), len(self.declared))
         parent = args.opts.parent if args.opts else None
         deps: Any = args.opts.depends_on if args.opts and args.opts.depends_on else []
         self.depends_on[(args.type_, args.name)] = [
@@ -337,6 +340,8 @@ def run_program(
         ).apply(lambda _: None)
 
     program()
+    # Registration runs on a thread pool: put resources back in the program's order.
+    run.resources.sort(key=lambda r: run.declared.get(r.key, len(run.declared)))
     for key in exported.keys() - run.outputs.keys():
         run.outputs[key] = UNKNOWN  # what `pulumi preview` prints as "output<string>"
     if run.duplicates:
