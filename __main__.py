@@ -1,7 +1,18 @@
 """The rayserve-gke Pulumi program: read config, wire the layers, export.
 
 Config is validated in full before any resource is declared, so a bad value fails
-`pulumi preview` with the key path named and nothing half-created.
+`pulumi preview` with the key path named and nothing half-created. The layers, in the
+order they are built (each module's docstring carries its number):
+ 1 network          infra/network.py          (gke mode)
+ 2 cluster          infra/cluster.py          GKE and node pools (gke mode)
+ 3 kubernetes       infra/kubernetes.py       the one provider, handed down
+ 4 images           infra/images.py           Artifact Registry, one image per service
+ 5 observability    infra/observability/      first: the others' monitors need its CRDs
+ 6 kuberay          infra/kuberay.py          operator and CRDs
+ 7 gpu operator     infra/gpu_operator.py     when the stack has GPU pools
+ 8 redis            infra/redis.py            the GCS store for fault tolerance
+ 9 rayservice       infra/rayservice/         serve config, RayService CRs, upgrade guard
+10 edge             infra/edge/               Gateway, routes, IAP, Cloud Armor, NetworkPolicies
 """
 
 import pulumi
@@ -9,9 +20,11 @@ import pulumi_gcp as gcp
 import yaml
 
 from infra.cluster import GkeCluster, GkeClusterArgs
-from infra.config_sources import load_pulumi_config
-from infra.edge import Edge, EdgeArgs, hostnames
-from infra.gpu_operator import GpuOperator, GpuOperatorArgs, needs_gpu_operator
+from infra.config.sources import load_pulumi_config
+from infra.constants import has_gpu_pools
+from infra.edge.gateway import Edge, EdgeArgs, hostnames
+from infra.edge.network_policies import NetworkPolicies, NetworkPoliciesArgs
+from infra.gpu_operator import GpuOperator, GpuOperatorArgs
 from infra.images import (
     ArtifactRegistry,
     ArtifactRegistryArgs,
@@ -23,11 +36,11 @@ from infra.images import (
 from infra.kuberay import KubeRay, KubeRayArgs
 from infra.kubernetes import KubernetesAccess, KubernetesAccessArgs
 from infra.network import Network, NetworkArgs
-from infra.observability import Monitoring, MonitoringArgs
-from infra.ray_services import RayService, RayServiceArgs
+from infra.observability.monitoring import Monitoring, MonitoringArgs
+from infra.rayservice.component import RayService, RayServiceArgs
+from infra.rayservice.serve_config import serve_config
+from infra.rayservice.upgrades import UpgradeGuard, UpgradeGuardArgs
 from infra.redis import GcsRedis, GcsRedisArgs
-from infra.serve_config import serve_config
-from infra.upgrades import UpgradeGuard, UpgradeGuardArgs
 
 stack = load_pulumi_config()
 name = f"rayserve-{pulumi.get_stack()}"
@@ -35,7 +48,7 @@ login: RegistryLogin | None
 vpc: pulumi.Input[str] | None = None  # GKE mode: Memorystore and internal addresses use it
 subnet: pulumi.Input[str] | None = None
 
-if stack.cluster_mode == "gke":
+if stack.cluster_mode == "gke":  # layers 1-2, and the provider (3) from the cluster
     network = Network(name, NetworkArgs(stack))
     vpc, subnet = network.network.id, network.subnetwork.id
     gke = GkeCluster(name, GkeClusterArgs(stack, network))
@@ -61,11 +74,12 @@ else:
     repository = stack.image_repository
     login = None  # the local Docker credential helpers push to an existing registry
 
+# 4: one image per service, referenced by digest.
 images = ServiceImages(name, ServiceImagesArgs(stack, repository, login))
 
 on_cluster = pulumi.ResourceOptions(providers=[access.provider])
 secrets = pulumi.Config()
-# Monitoring first: KubeRay's and the GPU Operator's ServiceMonitors need its CRDs.
+# 5: monitoring first: KubeRay's and the GPU Operator's ServiceMonitors need its CRDs.
 after_monitoring = on_cluster
 if stack.monitoring:
     monitoring = Monitoring(
@@ -80,13 +94,13 @@ if stack.monitoring:
     after_monitoring = pulumi.ResourceOptions(
         providers=[access.provider], depends_on=[monitoring.release]
     )
-kuberay = KubeRay(name, KubeRayArgs(stack), opts=after_monitoring)
+kuberay = KubeRay(name, KubeRayArgs(stack), opts=after_monitoring)  # 6
 after_namespace = pulumi.ResourceOptions(
     providers=[access.provider], depends_on=[kuberay.namespace]
 )
-if needs_gpu_operator(stack):
+if has_gpu_pools(stack):  # 7
     GpuOperator(name, GpuOperatorArgs(stack), opts=after_monitoring)
-redis = GcsRedis(
+redis = GcsRedis(  # 8
     name,
     GcsRedisArgs(
         stack,
@@ -96,6 +110,7 @@ redis = GcsRedis(
     ),
     opts=after_namespace,
 )
+# 9: one RayService per service, and the guard that reads what their clusters became.
 ray_services = {}
 for service in stack.services:
     ray_services[service.name] = RayService(
@@ -112,6 +127,12 @@ for service in stack.services:
         ),
         opts=on_cluster,
     )
+# Warn (prod: fail) before KubeRay replaces a Ray cluster; remember this run's clusters.
+guard = UpgradeGuard(
+    name,
+    UpgradeGuardArgs(stack, {n: rs.cluster_config for n, rs in ray_services.items()}),
+)
+# 10: the public edge, and who may talk to whom inside the cluster.
 edge = Edge(
     name,
     EdgeArgs(
@@ -122,11 +143,7 @@ edge = Edge(
     ),
     opts=after_namespace,
 )
-# Warn (prod: fail) before KubeRay replaces a Ray cluster; remember this run's clusters.
-guard = UpgradeGuard(
-    name,
-    UpgradeGuardArgs(stack, {n: rs.cluster_config for n, rs in ray_services.items()}),
-)
+NetworkPolicies(name, NetworkPoliciesArgs(stack), opts=after_namespace)
 pulumi.export("rayClusterConfigs", guard.current)
 serve_configs = {service.name: serve_config(stack, service) for service in stack.services}
 

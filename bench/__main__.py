@@ -32,7 +32,7 @@ from bench.systems import (
     serve_default_config,
 )
 from infra.config import PROJECT_ROOT, ServeIngress
-from infra.config_sources import load_stack_file
+from infra.config.sources import load_stack_file
 from localrun.artifacts import prepare_artifacts
 
 SYSTEMS = ("inprocess", "bentoml", "fastapi", "ours", "serve-default")

@@ -18,8 +18,8 @@ import httpx
 from bench.loadgen import run_load
 from bench.procstats import TreeSampler
 from infra.config import PROJECT_ROOT, ServeIngress
-from infra.config_sources import load_stack_file
-from infra.serve_config import stack_serve_config
+from infra.config.sources import load_stack_file
+from infra.rayservice.serve_config import stack_serve_config
 from localrun.artifacts import LOCAL_MODEL_DIR
 from localrun.cluster import LocalCluster, deploy, free_port, kill_session, wait_until_running
 from localrun.localize import local_gpu_count, localize

@@ -13,11 +13,9 @@ import pulumi
 import pulumi_gcp as gcp
 
 from infra.config import SYSTEM_POOL, NodePool, StackConfig
+from infra.constants import POOL_LABEL, ROLE_LABEL
 from infra.network import PODS_RANGE, SERVICES_RANGE, Network, node_tag
 
-# Node labels the Ray pods and the operators select on.
-POOL_LABEL = "rayserve-gke/pool"
-ROLE_LABEL = "rayserve-gke/role"
 GPU_TAINT = {"key": "nvidia.com/gpu", "value": "present", "effect": "NO_SCHEDULE"}
 # In operator mode GKE must not deploy its own device plugin: the GPU Operator does.
 NO_GKE_DEVICE_PLUGIN_LABEL = "gke-no-default-nvidia-gpu-device-plugin"

@@ -1,4 +1,4 @@
-"""Layer 5: the NVIDIA GPU Operator on GKE, in either driver mode.
+"""Layer 7: the NVIDIA GPU Operator on GKE, in either driver mode.
 
 - `gke`: GKE installs the driver (node pools ask for `LATEST`), and its device plugin
   serves `nvidia.com/gpu`; the operator runs only DCGM (metrics), its exporter and
@@ -24,18 +24,10 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.cluster import ROLE_LABEL
 from infra.config import StackConfig
+from infra.constants import GPU_OPERATOR_CHART, GPU_OPERATOR_NAMESPACE, ROLE_LABEL
 
-GPU_OPERATOR_CHART = "gpu-operator"
-GPU_OPERATOR_VERSION = "v26.7.0"
-GPU_OPERATOR_REPO = "https://helm.ngc.nvidia.com/nvidia"
-GPU_OPERATOR_NAMESPACE = "gpu-operator"
 GKE_DRIVER_DIR = "/home/kubernetes/bin/nvidia"
-
-
-def needs_gpu_operator(stack: StackConfig) -> bool:
-    return any(pool.gpu_type for pool in stack.node_pools)
 
 
 def resource_quota_manifest() -> dict[str, Any]:
@@ -108,9 +100,9 @@ class GpuOperator(pulumi.ComponentResource):
         )
         self.release = k8s.helm.v3.Release(
             f"{name}-gpu-operator",
-            chart=GPU_OPERATOR_CHART,
-            version=GPU_OPERATOR_VERSION,
-            repository_opts={"repo": GPU_OPERATOR_REPO},
+            chart=GPU_OPERATOR_CHART.chart,
+            version=GPU_OPERATOR_CHART.version,
+            repository_opts={"repo": GPU_OPERATOR_CHART.repository},
             namespace=GPU_OPERATOR_NAMESPACE,
             values=gpu_operator_values(args.stack),
             timeout=900,

@@ -14,13 +14,8 @@ from typing import Any
 import pulumi
 import pulumi_kubernetes as k8s
 
-from infra.cluster import ROLE_LABEL
 from infra.config import StackConfig
-
-KUBERAY_CHART = "kuberay-operator"
-KUBERAY_VERSION = "1.7.0"
-KUBERAY_REPO = "https://ray-project.github.io/kuberay-helm/"
-OPERATOR_NAMESPACE = "kuberay-system"
+from infra.constants import KUBERAY_CHART, OPERATOR_NAMESPACE, ROLE_LABEL
 
 
 def operator_namespace(stack: StackConfig) -> str:
@@ -85,9 +80,9 @@ class KubeRay(pulumi.ComponentResource):
             )
         self.chart = k8s.helm.v4.Chart(
             f"{name}-kuberay",
-            chart=KUBERAY_CHART,
-            version=KUBERAY_VERSION,
-            repository_opts={"repo": KUBERAY_REPO},
+            chart=KUBERAY_CHART.chart,
+            version=KUBERAY_CHART.version,
+            repository_opts={"repo": KUBERAY_CHART.repository},
             namespace=namespace,
             values=kuberay_values(args.stack),
             opts=pulumi.ResourceOptions(parent=self, depends_on=deps),

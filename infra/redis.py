@@ -1,4 +1,4 @@
-"""Layer 7: Redis behind the GCS, so a head restart loses no Serve state.
+"""Layer 8: Redis behind the GCS, so a head restart loses no Serve state.
 
 - `in-cluster` (dev): a one-replica StatefulSet with a PVC, AOF persistence, AUTH, a
   PodDisruptionBudget and requests/limits, the image pinned by digest.
@@ -18,9 +18,9 @@ import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from infra.cluster import ROLE_LABEL
 from infra.config import StackConfig
-from infra.rayservice import RedisConnection, SecretKey
+from infra.constants import REDIS_EXPORTER_PORT, REDIS_PORT, ROLE_LABEL
+from infra.rayservice.manifest import RedisConnection, SecretKey
 
 # redis 7.4.1 (alpine), pinned by digest; change both together.
 REDIS_IMAGE = (
@@ -31,8 +31,6 @@ REDIS_EXPORTER_IMAGE = (
     "quay.io/oliver006/redis_exporter:v1.67.0"
     "@sha256:120f7ec77293459ccfdad66bb1db75ab72e8bfeab99f58b1cc2564cadcd7a9e7"
 )
-REDIS_EXPORTER_PORT = 9121
-REDIS_PORT = 6379
 # Below the 1Gi limit, and never evicting: GCS state must not silently disappear.
 REDIS_MAXMEMORY = "768mb"
 PASSWORD_KEY = "password"  # noqa: S105 - a key name

@@ -21,8 +21,8 @@ import httpx
 import psutil
 
 from infra.config import PROJECT_ROOT, App, ConfigError, StackConfig
-from infra.config_sources import load_stack_file
-from infra.serve_config import stack_serve_config
+from infra.config.sources import load_stack_file
+from infra.rayservice.serve_config import stack_serve_config
 from localrun.artifacts import prepare_artifacts
 from localrun.cluster import (
     ClusterState,

@@ -27,7 +27,7 @@ import httpx
 import psutil
 
 from infra.config import ServeIngress
-from infra.serve_config import ray_process_env
+from infra.rayservice.serve_config import ray_process_env
 from localrun.artifacts import LOCAL_MODEL_DIR
 from localrun.toolchain import haproxy_binary, redis_server_binary
 from serve_apps.auth.keys import hash_key, new_key

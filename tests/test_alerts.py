@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.alerts import prometheus_rule_manifest, rule_groups
 from infra.config import PROJECT_ROOT, StackConfig
-from infra.config_sources import load_stack_file
+from infra.config.sources import load_stack_file
+from infra.observability.alerts import prometheus_rule_manifest, rule_groups
 from localrun.toolchain import SYSTEM_TOOLS, find_tool, install_hint
 from tests.k8s_schemas import validation_errors
 

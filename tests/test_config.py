@@ -11,12 +11,11 @@ import contextlib
 import copy
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import pulumi
 import pytest
 
-from infra import gpu_catalog
 from infra.config import (
     GPU_TYPE_NAMES,
     PROJECT,
@@ -25,9 +24,10 @@ from infra.config import (
     ConfigIssue,
     NodePool,
     StackConfig,
+    gpu_catalog,
     parse_stack_config,
 )
-from infra.config_sources import (
+from infra.config.sources import (
     declared_config,
     load_pulumi_config,
     load_stack_file,
@@ -703,8 +703,10 @@ def _pulumi_type(annotation: Any) -> str:
         return "string"
     if get_origin(annotation) is Literal and all(isinstance(a, str) for a in get_args(annotation)):
         return "string"
-    if get_origin(annotation) is list and get_args(annotation) == (str,):
-        return "array"
+    if get_origin(annotation) is list:
+        (item,) = get_args(annotation)
+        if item is str or (get_origin(item) is Annotated and get_args(item)[0] is str):
+            return "array"
     raise AssertionError(f"no Pulumi.yaml type for {annotation!r}")
 
 

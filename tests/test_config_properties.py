@@ -22,7 +22,7 @@ from infra.config import (
     parse_stack_config,
     stack_issues,
 )
-from infra.config_sources import declared_config, stack_file_values
+from infra.config.sources import declared_config, stack_file_values
 
 
 def _stack_values(stack: str) -> dict[str, Any]:

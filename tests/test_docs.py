@@ -13,10 +13,10 @@ MAKEFILE = (PROJECT_ROOT / "Makefile").read_text()
 def _models(model: type[BaseModel]) -> list[type[BaseModel]]:
     found = [model]
     for field in model.model_fields.values():
-        for candidate in re.findall(r"infra\.config\.(\w+)", str(field.annotation)):
-            import infra.config
+        for candidate in re.findall(r"infra\.config\.models\.(\w+)", str(field.annotation)):
+            import infra.config.models
 
-            nested = getattr(infra.config, candidate)
+            nested = getattr(infra.config.models, candidate)
             if nested not in found:
                 found += [m for m in _models(nested) if m not in found]
     return found

@@ -7,17 +7,17 @@ from typing import Any
 import pytest
 
 from infra.config import StackConfig, normalize_route_prefix
-from infra.config_sources import load_stack_file
-from infra.edge import (
-    GOOGLE_FRONTEND_RANGES,
+from infra.config.sources import load_stack_file
+from infra.constants import GOOGLE_FRONTEND_RANGES
+from infra.edge.gateway import (
     cloud_armor_rules,
     edge_objects,
     hostnames,
 )
-from infra.network_policies import network_policies
+from infra.edge.network_policies import network_policies
 from infra.program.render import program_objects
 from infra.program.runner import is_secret, reveal, run_program
-from infra.serve_config import SERVE_PORT
+from infra.rayservice.serve_config import SERVE_PORT
 from tests.k8s_schemas import validation_errors
 
 STACKS = ["dev", "prod"]
@@ -290,7 +290,7 @@ def test_existing_cluster_uses_the_tls_secret() -> None:
 
 def test_cloud_armor_needs_the_global_gateway() -> None:
     from infra.config import ConfigError, parse_stack_config
-    from infra.config_sources import declared_config, stack_file_values
+    from infra.config.sources import declared_config, stack_file_values
 
     values = {k: d["default"] for k, d in declared_config().items() if "default" in d}
     values |= stack_file_values("prod") | {"gatewayClass": "gke-l7-regional-external-managed"}

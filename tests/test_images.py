@@ -6,7 +6,7 @@ import tomllib
 import pytest
 
 from infra.config import PROJECT_ROOT, Service, StackConfig
-from infra.config_sources import load_stack_file
+from infra.config.sources import load_stack_file
 from serve_apps.common.artifacts import ARTIFACT_BUILDERS
 
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())

@@ -16,10 +16,9 @@ from typing import Any
 import pytest
 import yaml
 
-from infra import gpu_catalog
 from infra.cluster import GPU_TAINT, NO_GKE_DEVICE_PLUGIN_LABEL, cluster_spec, node_pool_spec
-from infra.config import PROJECT_ROOT, ConfigError, StackConfig
-from infra.config_sources import load_stack_file
+from infra.config import PROJECT_ROOT, ConfigError, StackConfig, gpu_catalog
+from infra.config.sources import load_stack_file
 from infra.images import BUILD_CONTEXT, context_files, source_digest
 from infra.kubernetes import AUTH_PLUGIN, gke_kubeconfig
 from infra.program.runner import (
@@ -174,6 +173,7 @@ def test_component_type_tokens_follow_the_convention(program: tuple[str, Program
         "rayserve-gke:ray:RayService",
         "rayserve-gke:observability:Monitoring",
         "rayserve-gke:edge:Edge",
+        "rayserve-gke:edge:NetworkPolicies",
         "rayserve-gke:release:UpgradeGuard",
     }
 

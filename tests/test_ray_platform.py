@@ -10,14 +10,14 @@ import pytest
 import yaml
 
 from infra.config import StackConfig
-from infra.config_sources import load_stack_file, stack_file_values
+from infra.config.sources import load_stack_file, stack_file_values
 from infra.gpu_operator import gpu_operator_values, resource_quota_manifest
 from infra.kuberay import kuberay_values
 from infra.program.render import KNOWN_AFTER_UP, charts_of, is_object, program_objects, render
 from infra.program.runner import ProgramRun, is_secret, reveal, run_program
-from infra.rayservice import GPU_TOLERATION, SPOT_TOLERATION
+from infra.rayservice.manifest import GPU_TOLERATION, SPOT_TOLERATION
+from infra.rayservice.serve_config import serve_config
 from infra.redis import REDIS_IMAGE, in_cluster_manifests
-from infra.serve_config import serve_config
 from tests.k8s_schemas import REFERENCE_DIR, has_schema, set_keys, validation_errors, values_keys
 
 STACKS = ["dev", "prod"]

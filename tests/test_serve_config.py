@@ -4,8 +4,8 @@ import pytest
 from ray.serve.schema import ServeDeploySchema
 
 from infra.config import StackConfig
-from infra.config_sources import load_stack_file
-from infra.serve_config import KEEP_ALIVE_TIMEOUT_S, serve_config, stack_serve_config
+from infra.config.sources import load_stack_file
+from infra.rayservice.serve_config import KEEP_ALIVE_TIMEOUT_S, serve_config, stack_serve_config
 from localrun.localize import localize, logical_cpus_needed
 
 STACKS = ["dev", "prod"]

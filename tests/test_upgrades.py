@@ -10,10 +10,10 @@ import pytest
 import yaml
 
 from infra.config import PROJECT_ROOT
-from infra.config_sources import load_stack_file
+from infra.config.sources import load_stack_file
 from infra.program.render import program_objects
 from infra.program.runner import ProgramRun, run_program
-from infra.upgrades import ClusterReplacementError, changed_paths, replacement_reports
+from infra.rayservice.upgrades import ClusterReplacementError, changed_paths, replacement_reports
 
 
 def test_changed_paths() -> None:

@@ -32,7 +32,7 @@ from pulumi.output import Unknown
 from pulumi.runtime.mocks import MockMonitor
 
 from infra.config import PROJECT, PROJECT_ROOT
-from infra.config_sources import declared_config, stack_file_values
+from infra.config.sources import declared_config, stack_file_values
 
 Mode = Literal["update", "preview"]
 

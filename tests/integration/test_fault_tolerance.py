@@ -18,8 +18,8 @@ import pytest
 import redis
 
 from infra.config import PROJECT_ROOT
-from infra.config_sources import load_stack_file
-from infra.serve_config import stack_serve_config
+from infra.config.sources import load_stack_file
+from infra.rayservice.serve_config import stack_serve_config
 from localrun.artifacts import prepare_artifacts
 from localrun.cluster import (
     LocalCluster,

@@ -18,8 +18,12 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from infra.config import PROJECT_ROOT, App, Deployment
-from infra.config_sources import load_stack_file
-from infra.serve_config import DIRECT_INGRESS_PORTS, application_config, stack_serve_config
+from infra.config.sources import load_stack_file
+from infra.rayservice.serve_config import (
+    DIRECT_INGRESS_PORTS,
+    application_config,
+    stack_serve_config,
+)
 from localrun.cluster import (
     LocalRunError,
     applications,

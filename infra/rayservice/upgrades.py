@@ -1,4 +1,4 @@
-"""Tell the operator before `pulumi up` makes KubeRay replace a Ray cluster.
+"""Layer 9: tell the operator before `pulumi up` makes KubeRay replace a Ray cluster.
 
 A change to a RayService's `serveConfigV2` is applied in place by Serve. A change to its
 `rayClusterConfig` (image, resources, worker groups, head, Redis, ...) makes KubeRay
@@ -17,8 +17,7 @@ from typing import Any
 
 import pulumi
 
-from infra import gpu_catalog
-from infra.config import Service, StackConfig, WorkerGroup, quantity_value
+from infra.config import Service, StackConfig, WorkerGroup, gpu_catalog, quantity_value
 
 IN_PLACE = "serveConfigV2 (apps, routes, replicas, autoscaling, user_config, args)"
 

@@ -1,4 +1,4 @@
-"""Serve config generation: one service's typed config -> the `serveConfigV2` dict.
+"""Layer 9: Serve config generation: one service's typed config -> the `serveConfigV2` dict.
 
 Every knob is written out, because Serve's defaults have changed between releases
 (max_ongoing_requests went from 100 to 5) and a config that relies on them changes
@@ -18,8 +18,8 @@ from infra.config import (
     normalize_route_prefix,
     quantity_value,
 )
+from infra.constants import SERVE_PORT
 
-SERVE_PORT = 8000
 # GKE's L7 load balancers keep idle backend connections for 600 s; a backend that
 # closes them sooner races the balancer and turns some requests into 502s.
 KEEP_ALIVE_TIMEOUT_S = 620

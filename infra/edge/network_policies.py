@@ -1,4 +1,4 @@
-"""NetworkPolicies of the Ray namespace (Dataplane V2 enforces them).
+"""Layer 10: NetworkPolicies of the Ray namespace (Dataplane V2 enforces them).
 
 Default deny ingress, then exactly these openings:
 - Serve (8000) from the load balancer's proxies and health checkers, and the KubeRay
@@ -12,17 +12,25 @@ Default deny ingress, then exactly these openings:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from infra.config import StackConfig
-from infra.edge import GOOGLE_FRONTEND_RANGES, is_global
-from infra.kuberay import operator_namespace
-from infra.observability import MONITORING_NAMESPACE
-from infra.rayservice import METRICS_PORT
-from infra.redis import REDIS_EXPORTER_PORT, REDIS_PORT
-from infra.serve_config import SERVE_PORT
+import pulumi
+import pulumi_kubernetes as k8s
 
-DASHBOARD_PORT = 8265
+from infra.config import StackConfig
+from infra.constants import (
+    DASHBOARD_PORT,
+    GOOGLE_FRONTEND_RANGES,
+    METRICS_PORT,
+    MONITORING_NAMESPACE,
+    REDIS_EXPORTER_PORT,
+    REDIS_PORT,
+    SERVE_PORT,
+    is_global,
+)
+from infra.kuberay import operator_namespace
+
 RAY_METRICS_PORTS = [METRICS_PORT, 44217, 44227]
 INSTANCE = "app.kubernetes.io/instance"
 
@@ -116,3 +124,30 @@ def network_policies(stack: StackConfig) -> list[dict[str, Any]]:
             )
         )
     return policies
+
+
+@dataclass
+class NetworkPoliciesArgs:
+    stack: StackConfig
+    """The validated stack config."""
+
+
+class NetworkPolicies(pulumi.ComponentResource):
+    """The Ray namespace's NetworkPolicies (see the module docstring)."""
+
+    def __init__(
+        self, name: str, args: NetworkPoliciesArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("rayserve-gke:edge:NetworkPolicies", name, None, opts)
+        # They were the Edge component's children: the alias keeps their URNs, so an
+        # update moves them here without deleting a policy that is in force.
+        was_under_edge = pulumi.Alias(parent=pulumi.create_urn(name, "rayserve-gke:edge:Edge"))
+        child = pulumi.ResourceOptions(parent=self, aliases=[was_under_edge])
+        for policy in network_policies(args.stack):
+            k8s.networking.v1.NetworkPolicy(
+                f"{name}-netpol-{policy['metadata']['name']}",
+                metadata=policy["metadata"],
+                spec=policy["spec"],
+                opts=child,
+            )
+        self.register_outputs({})

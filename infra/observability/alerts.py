@@ -1,4 +1,4 @@
-"""Layer 9: what must page, as a PrometheusRule built from the stack config.
+"""Layer 5: what must page, as a PrometheusRule built from the stack config.
 
 Every alert carries a severity, a summary and a `runbook_url` anchor into
 docs/runbooks.md; thresholds come from config. `promtool test rules` exercises each one

@@ -1,4 +1,4 @@
-"""The RayService component: its two Secrets and the custom resource itself."""
+"""Layer 9: the RayService component: its two Secrets and the custom resource itself."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from infra.config import Service, StackConfig
-from infra.rayservice import (
+from infra.rayservice.manifest import (
     API_KEYS_FILE_KEY,
     AUTH_TOKEN_KEY,
     RayServiceInputs,

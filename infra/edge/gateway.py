@@ -1,4 +1,4 @@
-"""Layer 8: the only way in. A GKE Gateway with TLS and a static address; every Serve
+"""Layer 10: the only way in. A GKE Gateway with TLS and a static address; every Serve
 route behind the proxies' API-key check; the Ray dashboards and Grafana only behind IAP.
 
 Hostnames: the Serve API at `<domain>`, Ray dashboards at `ray.<domain>/<service>/`,
@@ -15,24 +15,22 @@ import pulumi_gcp as gcp
 import pulumi_kubernetes as k8s
 
 from infra.config import Service, StackConfig, normalize_route_prefix
-from infra.observability import MONITORING_NAMESPACE, RELEASE_NAME
-from infra.rayservice import serve_service_name
-from infra.serve_config import SERVE_PORT
+from infra.constants import (
+    DASHBOARD_PORT,
+    KPS_RELEASE,
+    MONITORING_NAMESPACE,
+    SERVE_PORT,
+    is_global,
+)
+from infra.rayservice.manifest import serve_service_name
 
 GATEWAY_NAME = "rayserve"
 IAP_SECRET = "iap-oauth-client"  # noqa: S105 - a Secret name; key `key` holds the secret
 IAP_SECRET_KEY = "key"  # noqa: S105 - the key name GKE reads
-DASHBOARD_PORT = 8265
-GRAFANA_SERVICE = f"{RELEASE_NAME}-grafana"
+GRAFANA_SERVICE = f"{KPS_RELEASE}-grafana"
 GRAFANA_POD_PORT = 3000
-# Where Google's front ends and health checkers connect from (global and classic LBs).
-GOOGLE_FRONTEND_RANGES = ["35.191.0.0/16", "130.211.0.0/22"]
 GATEWAY_API = "gateway.networking.k8s.io/v1"
 GKE_POLICY_API = "networking.gke.io/v1"
-
-
-def is_global(stack: StackConfig) -> bool:
-    return stack.gateway_class == "gke-l7-global-external-managed"
 
 
 def hostnames(stack: StackConfig) -> dict[str, str]:
@@ -254,7 +252,7 @@ class EdgeArgs:
 
 
 class Edge(pulumi.ComponentResource):
-    """Gateway, TLS, static address, Cloud Armor, IAP, routes and NetworkPolicies."""
+    """Gateway, TLS, static address, Cloud Armor, IAP and routes."""
 
     address: pulumi.Output[str] | None
 
@@ -289,15 +287,6 @@ class Edge(pulumi.ComponentResource):
                 kind=obj["kind"],
                 metadata=meta,
                 spec=obj["spec"],
-                opts=child,
-            )
-        from infra.network_policies import network_policies  # noqa: PLC0415 - it imports us
-
-        for policy in network_policies(stack):
-            k8s.networking.v1.NetworkPolicy(
-                f"{name}-netpol-{policy['metadata']['name']}",
-                metadata=policy["metadata"],
-                spec=policy["spec"],
                 opts=child,
             )
         self.register_outputs({})

@@ -1,4 +1,4 @@
-"""Layer 10: one RayService per service, as a plain manifest built from the stack config.
+"""Layer 9: one RayService per service, as a plain manifest built from the stack config.
 
 The head runs no Ray work (`num-cpus: "0"`) on the on-demand `system` pool; each worker
 group runs on one node pool with that pool's selectors, tolerations and GPU limits; the
@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from infra.cluster import POOL_LABEL, ROLE_LABEL
 from infra.config import Service, StackConfig, WorkerGroup
-from infra.observability import ray_head_monitoring_env
-from infra.serve_config import SERVE_PORT, ray_process_env, serve_config
+from infra.constants import METRICS_PORT, POOL_LABEL, ROLE_LABEL
+from infra.observability.monitoring import ray_head_monitoring_env
+from infra.rayservice.serve_config import SERVE_PORT, ray_process_env, serve_config
 
 RAY_VERSION = version("ray")  # pyproject pins it; images use the same tag
 API_KEYS_DIR = "/etc/rayserve/api-keys"
@@ -26,7 +26,6 @@ API_KEYS_FILE_KEY = "keys.json"
 REDIS_CA_DIR = "/etc/rayserve/redis-ca"
 REDIS_CA_KEY = "ca.crt"
 AUTH_TOKEN_KEY = "auth_token"  # noqa: S105 - a key name; the key KubeRay reads from authOptions.secretName
-METRICS_PORT = 8080
 RAY_LOGS_DIR = "/tmp/ray"  # noqa: S108 - Ray's own log root, shared with the log shipper
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 SPOT_TOLERATION = {

@@ -1,4 +1,4 @@
-"""Grafana dashboards: Ray's own, generated from the pinned Ray, and two of ours.
+"""Layer 5: Grafana dashboards: Ray's own, generated from the pinned Ray, and two of ours.
 
 Ray's default, Serve and Serve-deployment dashboards come from
 `ray.dashboard.modules.metrics.grafana_dashboard_factory` at program run time, so they

@@ -1,4 +1,4 @@
-"""Layer 9: Prometheus, Alertmanager and Grafana, what they scrape, and the dashboards.
+"""Layer 5: Prometheus, Alertmanager and Grafana, what they scrape, and the dashboards.
 
 kube-prometheus-stack is installed as a `helm.v3.Release`: the chart's Helm hooks (the
 admission-webhook certificate create/patch jobs and the CRD upgrade job) must run, or
@@ -15,15 +15,11 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from infra.alerts import prometheus_rule_manifest
-from infra.cluster import ROLE_LABEL
 from infra.config import StackConfig
+from infra.constants import KPS_CHART, KPS_RELEASE, MONITORING_NAMESPACE, ROLE_LABEL
+from infra.observability.alerts import prometheus_rule_manifest
 
-KPS_CHART = "kube-prometheus-stack"
-KPS_VERSION = "88.5.3"
-KPS_REPO = "https://prometheus-community.github.io/helm-charts"
-MONITORING_NAMESPACE = "monitoring"
-RELEASE_NAME = "kube-prometheus-stack"
+RELEASE_NAME = KPS_RELEASE
 DATASOURCE_UID = "prometheus"
 DASHBOARD_LABEL = "grafana_dashboard"
 GRAFANA_ADMIN_SECRET = "grafana-admin"  # noqa: S105 - a Secret name
@@ -164,7 +160,7 @@ def dashboard_configmap(name: str, dashboard_json: str) -> dict[str, Any]:
 
 def monitoring_objects(stack: StackConfig) -> list[dict[str, Any]]:
     """Every object this layer applies besides the chart: monitors, rules, dashboards."""
-    from infra.dashboards import all_dashboards  # noqa: PLC0415 - imports Ray's factory
+    from infra.observability.dashboards import all_dashboards  # noqa: PLC0415 - imports Ray's factory
 
     return [
         *pod_monitors(stack.namespace),
@@ -222,9 +218,9 @@ class Monitoring(pulumi.ComponentResource):
         self.release = k8s.helm.v3.Release(
             f"{name}-kps",
             name=RELEASE_NAME,
-            chart=KPS_CHART,
-            version=KPS_VERSION,
-            repository_opts={"repo": KPS_REPO},
+            chart=KPS_CHART.chart,
+            version=KPS_CHART.version,
+            repository_opts={"repo": KPS_CHART.repository},
             namespace=MONITORING_NAMESPACE,
             values=values,
             timeout=900,
