@@ -4,6 +4,7 @@ The middleware is tested the way Ray Serve's HTTP proxy uses it: wrapped around 
 app (here a tiny Starlette app) and called over HTTP through Starlette's TestClient.
 """
 
+import asyncio
 import io
 import json
 import logging
@@ -393,6 +394,38 @@ def test_rotation_by_rewriting_the_file_in_place(keys_file: Path) -> None:
         )
 
 
+def test_a_same_size_rewrite_with_the_old_mtime_is_noticed(keys_file: Path) -> None:
+    """Only the content tells: same inode, same size, the previous mtime put back."""
+    with TestClient(guarded(keys_file)) as test_client:
+        assert test_client.get("/embed", headers=bearer(KEY_A)).status_code == 200
+        before = keys_file.stat()
+        keys_file.write_text(json.dumps({"team-a": hash_key(KEY_B)}), encoding="utf-8")
+        os.utime(keys_file, ns=(before.st_atime_ns, before.st_mtime_ns))
+        after = keys_file.stat()
+        assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+            before.st_size, before.st_mtime_ns, before.st_ino)  # fmt: skip
+        assert test_client.get("/embed", headers=bearer(KEY_B)).status_code == 200
+        assert_unauthorized(test_client.get("/embed", headers=bearer(KEY_A)), "invalid_token")
+
+
+def test_an_unknown_scope_type_never_reaches_the_app(keys_file: Path) -> None:
+    reached: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        reached.append(scope["type"])
+
+    async def nothing() -> dict[str, Any]:
+        return {}
+
+    async def ignore(message: Any) -> None:
+        return None
+
+    middleware = ApiKeyMiddleware(app, keys_file=str(keys_file))
+    asyncio.run(middleware({"type": "webtransport", "path": "/embed"}, nothing, ignore))
+    asyncio.run(middleware({"type": "lifespan"}, nothing, ignore))
+    assert reached == ["lifespan"]
+
+
 def _k8s_secret_volume(root: Path, version: str, entries: dict[str, str]) -> None:
     """Write a Secret volume the way the kubelet does: ..data -> ..<version>/, swapped."""
     data_dir = root / f"..{version}"
@@ -459,22 +492,22 @@ def test_file_is_rechecked_at_most_once_per_interval(keys_file: Path, clock: Fak
         assert test_client.get("/embed", headers=bearer(KEY_A)).status_code == 401
 
 
-def test_unchanged_file_is_not_reread(
+def test_unchanged_content_is_not_parsed_again(
     keys_file: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    reads: list[Path] = []
-    real_read = middleware.read_key_file
+    parses: list[Path] = []
+    real_parse = middleware.parse_key_file
 
-    def counting_read(path: Path) -> dict[str, str]:
-        reads.append(path)
-        return real_read(path)
+    def counting_parse(content: bytes, path: Path) -> dict[str, str]:
+        parses.append(path)
+        return real_parse(content, path)
 
-    monkeypatch.setattr(middleware, "read_key_file", counting_read)
+    monkeypatch.setattr(middleware, "parse_key_file", counting_parse)
     store = KeyStore(keys_file)
     for _ in range(5):
         assert store.hashes() == {"team-a": hash_key(KEY_A)}
         clock.now += 2
-    assert reads == [keys_file]
+    assert parses == [keys_file]
 
 
 # --- failing closed ------------------------------------------------------------------------

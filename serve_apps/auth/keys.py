@@ -47,9 +47,16 @@ def parse_key_hashes(document: object) -> dict[str, str]:
 
 def read_key_file(path: Path) -> dict[str, str]:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        content = path.read_bytes()
     except OSError as exc:
         raise KeyFileError(f"cannot read {path}: {exc.strerror}") from None
+    return parse_key_file(content, path)
+
+
+def parse_key_file(content: bytes, path: Path) -> dict[str, str]:
+    """The named hashes of a key file's bytes (`path` only names it in errors)."""
+    try:
+        document = json.loads(content.decode("utf-8"))
     except json.JSONDecodeError as exc:
         raise KeyFileError(f"{path} is not JSON: {exc.msg}") from None
     except UnicodeDecodeError:

@@ -9,6 +9,7 @@ re-read when the file changes, so adding or removing a key needs no restart. Wit
 readable key file every request is refused: the proxy fails closed.
 """
 
+import hashlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from typing import Any
 
 from starlette.middleware import Middleware
 
-from serve_apps.auth.keys import KeyFileError, match_key, read_key_file
+from serve_apps.auth.keys import KeyFileError, match_key, parse_key_file
 
 KEYS_FILE_ENV = "RAYSERVE_API_KEYS_FILE"
 # Probes and the route table carry no model output and must work without a key.
@@ -36,7 +37,12 @@ logger = logging.getLogger("ray.serve")
 
 
 class KeyStore:
-    """Named key hashes from a file, re-read when its mtime, size or inode change."""
+    """Named key hashes from a file, re-read when its content changes.
+
+    The content's digest decides, not mtime/size/inode: a rewrite of the same size
+    within one timestamp tick is still noticed, and a read that races a writer (an
+    empty or half-written file) is retried at the next check instead of being trusted.
+    """
 
     def __init__(
         self, path: Path | None, check_interval_s: float = RELOAD_CHECK_INTERVAL_S
@@ -44,7 +50,7 @@ class KeyStore:
         self.path = path
         self._check_interval_s = check_interval_s
         self._hashes: dict[str, str] = {}
-        self._stamp: tuple[float, int, int] | None = None
+        self._digest: str | None = None
         self._next_check = 0.0
         self._error: str | None = None
 
@@ -60,25 +66,25 @@ class KeyStore:
             self._fail(f"{KEYS_FILE_ENV} is not set")
             return
         try:
-            # stat() follows symlinks: a Kubernetes Secret update swaps the link target.
-            st = self.path.stat()
+            # read_bytes() follows symlinks: a Kubernetes Secret update swaps the link.
+            content = self.path.read_bytes()
         except OSError as exc:
             self._fail(f"cannot read {self.path}: {exc.strerror}")
             return
-        stamp = (st.st_mtime, st.st_size, st.st_ino)
-        if stamp == self._stamp:
+        digest = hashlib.sha256(content).hexdigest()
+        if digest == self._digest:
             return
         try:
-            self._hashes = read_key_file(self.path)
+            self._hashes = parse_key_file(content, self.path)
         except KeyFileError as exc:
             self._fail(str(exc))
             return
-        self._stamp = stamp
+        self._digest = digest
         self._error = None
         logger.info("API keys loaded from %s: %s", self.path, ", ".join(sorted(self._hashes)))
 
     def _fail(self, error: str) -> None:
-        self._hashes, self._stamp = {}, None
+        self._hashes, self._digest = {}, None
         if error != self._error:
             logger.error("API keys unavailable, refusing all requests: %s", error)
         self._error = error
@@ -93,7 +99,14 @@ class ApiKeyMiddleware:
         self.store = KeyStore(Path(path) if path else None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] not in ("http", "websocket"):
+            # Fail closed: a scope type this check does not know never reaches the app.
+            logger.error("refused an ASGI scope of unknown type %r", scope["type"])
+            return
+        if scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
         presented = _bearer_token(scope)
