@@ -41,9 +41,9 @@ test-tools: $(STAMP)
 	@$(if $(SYSTEM_TOOLS),RAYSERVE_SYSTEM_TOOLS=$(SYSTEM_TOOLS)) \
 		$(BIN)/python -m localrun.toolchain ensure promtool curl
 
-## unit: the fast tests only (no local Ray cluster)
+## unit: the fast tests only (no Ray cluster, no model, no external tool): under a minute
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
 ## bench: ours vs the model's in-process limit vs Serve defaults, FastAPI and BentoML
 ## (about 15 min on 2 cores); writes docs/benchmarks.{md,png,json}. BENCH_ARGS=--help

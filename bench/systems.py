@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -21,8 +20,11 @@ from infra.config import PROJECT_ROOT, ServeIngress
 from infra.config.sources import load_stack_file
 from infra.rayservice.serve_config import stack_serve_config
 from localrun.artifacts import LOCAL_MODEL_DIR
-from localrun.cluster import LocalCluster, deploy, free_port, kill_session, wait_until_running
+from localrun.cluster import LocalCluster
 from localrun.localize import local_gpu_count, localize
+from localrun.polling import poll_until
+from localrun.processes import free_port, kill_session
+from localrun.serve_client import deploy, wait_until_running
 from serve_apps.common.artifacts import MODEL_DIR_ENV
 
 EMBED_APP = "embeddings"
@@ -171,18 +173,13 @@ def _env(**extra: str) -> dict[str, str]:
 def wait_until_serving(
     url: str, headers: dict[str, str], timeout_s: float, proc: Any = None
 ) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def serving() -> bool:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"the server exited with {proc.returncode} before serving")
-        try:
-            response = httpx.post(url, json={"texts": ["ready?"]}, headers=headers, timeout=30)
-            if response.status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not answer 200 within {timeout_s:.0f}s")
+        response = httpx.post(url, json={"texts": ["ready?"]}, headers=headers, timeout=30)
+        return response.status_code == 200
+
+    poll_until(serving, timeout_s=timeout_s, ignore=(httpx.HTTPError,), what=f"{url} -> 200")
 
 
 @contextmanager

@@ -24,19 +24,11 @@ from infra.config import PROJECT_ROOT, App, ConfigError, StackConfig
 from infra.config.sources import load_stack_file
 from infra.rayservice.serve_config import stack_serve_config
 from localrun.artifacts import prepare_artifacts
-from localrun.cluster import (
-    ClusterState,
-    LocalCluster,
-    LocalRunError,
-    app_summary,
-    applications,
-    deploy,
-    kill_session,
-    port_is_free,
-    session_alive,
-    wait_until_running,
-)
+from localrun.cluster import LocalCluster
 from localrun.localize import local_gpu_count, localize, logical_cpus_needed
+from localrun.processes import LocalRunError, kill_session, port_is_free, session_alive
+from localrun.serve_client import app_summary, applications, deploy, wait_until_running
+from localrun.state import ClusterState
 from serve_apps.logship import LogFollower
 
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".run"

@@ -1,195 +1,41 @@
 """A local Ray cluster wired like the GKE one: Redis behind the GCS, API-key proxy.
 
-Every process is started in a session of its own and stopped by session id, so
-teardown leaves nothing behind and never touches another Ray cluster on the machine.
+Its pieces live beside it: `processes` (ports, sessions), `state` (what `make stop`
+reads), `serve_client` (Serve's REST API), `toolchain` (where Valkey and HAProxy come
+from), `polling` (one way to wait).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psutil
 
 from infra.config import ServeIngress
 from infra.rayservice.serve_config import ray_process_env
 from localrun.artifacts import LOCAL_MODEL_DIR
+from localrun.polling import PollTimeout, poll_until
+from localrun.processes import (
+    LOCALHOST,
+    LocalRunError,
+    free_port,
+    kill_session,
+    wait_for_port,
+    write_private,
+)
+from localrun.state import ClusterPorts, ClusterState
 from localrun.toolchain import haproxy_binary, redis_server_binary
 from serve_apps.auth.keys import hash_key, new_key
 from serve_apps.auth.middleware import KEYS_FILE_ENV
 from serve_apps.common.artifacts import MODEL_DIR_ENV
-
-LOCALHOST = "127.0.0.1"
-
-
-class LocalRunError(RuntimeError):
-    """Something the user must act on; printed without a traceback."""
-
-
-# Ports Ray binds on every node whatever it is told (autoscaler and dashboard metrics):
-# inside the OS's ephemeral range, so a "free" pick can meet them once Ray starts.
-RAY_FIXED_PORTS = frozenset({44217, 44227})
-
-
-def free_port() -> int:
-    """A free TCP port from the OS's ephemeral range (clear of Ray's worker ports)."""
-    return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports, none of Ray's fixed ones: every socket stays bound
-    until all are picked (one pick after another may get the same port twice)."""
-    with contextlib.ExitStack() as stack:
-        picked: list[int] = []
-        while len(picked) < count:
-            sock = stack.enter_context(socket.socket())
-            sock.bind((LOCALHOST, 0))
-            port = int(sock.getsockname()[1])
-            if port not in RAY_FIXED_PORTS:
-                picked.append(port)
-        return picked
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((LOCALHOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def wait_for_port(
-    port: int, timeout_s: float, process: subprocess.Popen[bytes] | None = None
-) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise LocalRunError(f"{process.args!r} exited with code {process.returncode}")
-        with socket.socket() as sock:
-            sock.settimeout(0.5)
-            if sock.connect_ex((LOCALHOST, port)) == 0:
-                return
-        time.sleep(0.1)
-    raise LocalRunError(f"nothing listening on {LOCALHOST}:{port} after {timeout_s:.0f}s")
-
-
-def kill_session(sid: int, grace_s: float = 10.0) -> int:
-    """SIGTERM every process of a session, SIGKILL what is left after `grace_s`.
-
-    Ray gives workers process groups of their own, but they stay in the session that
-    `ray start` was launched in, so the session id finds all of them. Returns how many
-    processes were signalled.
-    """
-
-    def members() -> list[psutil.Process]:
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
-                    found.append(proc)
-            except (ProcessLookupError, PermissionError, psutil.Error):
-                continue
-        return found
-
-    procs = members()
-    for proc in procs:
-        _signal(proc, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=grace_s)
-    for proc in alive + members():
-        _signal(proc, signal.SIGKILL)
-    psutil.wait_procs(alive, timeout=5)
-    return len(procs)
-
-
-def session_alive(sid: int) -> bool:
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
-                return True
-        except (ProcessLookupError, PermissionError, psutil.Error):
-            continue
-    return False
-
-
-def _signal(proc: psutil.Process, sig: signal.Signals) -> None:
-    with contextlib.suppress(psutil.Error):
-        proc.send_signal(sig)
-
-
-@dataclass
-class ClusterPorts:
-    """The local cluster's ports; the ones left at 0 are picked free and distinct."""
-
-    gcs: int = 0
-    dashboard: int = 0
-    client: int = 0
-    metrics: int = 0
-    agent_http: int = 0
-    agent_grpc: int = 0
-    runtime_env_agent: int = 0
-    # `haproxy` ingress: HAProxy's stats page and Prometheus exporter, and the Serve
-    # proxy kept on the head as HAProxy's fallback. Ray's fixed defaults (8404, 9101,
-    # 8500) would collide between two clusters on one machine.
-    haproxy_stats: int = 0
-    haproxy_metrics: int = 0
-    fallback_proxy: int = 0
-    http: int = 8000
-
-    def __post_init__(self) -> None:
-        unset = [f.name for f in fields(self) if getattr(self, f.name) == 0]
-        for name, port in zip(unset, free_ports(len(unset)), strict=True):
-            setattr(self, name, port)
-
-
-@dataclass
-class ClusterState:
-    """What `make stop` and `make status` need to find a running cluster."""
-
-    ports: ClusterPorts
-    runner_pid: int | None = None  # the `make run` process that owns the cluster
-    ray_sid: int | None = None
-    redis_sid: int | None = None
-    redis_port: int | None = None
-    api_key_file: str = ""
-    temp_dir: str = ""
-    """Ray's --temp-dir: this cluster's sessions and logs, apart from any other cluster."""
-
-    @property
-    def dashboard_url(self) -> str:
-        return f"http://{LOCALHOST}:{self.ports.dashboard}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://{LOCALHOST}:{self.ports.http}"
-
-    @property
-    def metrics_url(self) -> str:
-        return f"http://{LOCALHOST}:{self.ports.metrics}/metrics"
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
-
-    @classmethod
-    def load(cls, path: Path) -> ClusterState:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        data["ports"] = ClusterPorts(**data["ports"])
-        return cls(**data)
 
 
 def local_ingress(wanted: ServeIngress) -> tuple[ServeIngress, str | None]:
@@ -250,8 +96,8 @@ class LocalCluster:
         """A fresh key for this run; only its hash is written where the proxy reads it."""
         key = new_key()
         key_file = self.state_dir / "api-keys.json"
-        _write_private(key_file, json.dumps({name: hash_key(key)}) + "\n")
-        _write_private(self.state_dir / "api-key", key + "\n")
+        write_private(key_file, json.dumps({name: hash_key(key)}) + "\n")
+        write_private(self.state_dir / "api-key", key + "\n")
         self.state.api_key_file = str(key_file)
         return key
 
@@ -287,7 +133,7 @@ class LocalCluster:
             f"dir {data_dir}",
             f"logfile {data_dir / 'redis.log'}",
         ]
-        _write_private(conf, "\n".join(settings) + "\n")
+        write_private(conf, "\n".join(settings) + "\n")
         self._redis = subprocess.Popen([binary, str(conf)], start_new_session=True)
         wait_for_port(port, 15, self._redis)
         self.state.redis_sid = self._redis.pid
@@ -380,23 +226,23 @@ class LocalCluster:
         )
         self.state.ray_sid = self._ray.pid
         self.state.save(self.state_file)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._ray.poll() is not None:
+        ray = self._ray
+
+        def dashboard_answers() -> bool:
+            if ray.poll() is not None:
                 raise LocalRunError(
-                    f"ray start exited with code {self._ray.returncode}; "
+                    f"ray start exited with code {ray.returncode}; "
                     f"see {self.state_dir / 'ray-head.log'}"
                 )
-            try:
-                if (
-                    httpx.get(f"{self.state.dashboard_url}/api/version", timeout=2).status_code
-                    == 200
-                ):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise LocalRunError(f"the Ray dashboard did not answer within {timeout_s:.0f}s")
+            url = f"{self.state.dashboard_url}/api/version"
+            return httpx.get(url, timeout=2).status_code == 200
+
+        try:
+            poll_until(dashboard_answers, timeout_s=timeout_s, ignore=(httpx.HTTPError,))
+        except PollTimeout:
+            raise LocalRunError(
+                f"the Ray dashboard did not answer within {timeout_s:.0f}s"
+            ) from None
 
     def kill_ray(self, grace_s: float = 10.0) -> None:
         """Stop the head and every Ray process it started (a head failure, with grace 0)."""
@@ -427,78 +273,3 @@ class LocalCluster:
         # Ray's sessions (logs, spilled objects) of this cluster go with it.
         shutil.rmtree(self.state.temp_dir, ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-
-
-# -- Serve REST API (what `serve deploy` / `serve status` use) ---------------------------
-
-
-def deploy(dashboard_url: str, config: dict[str, Any]) -> None:
-    response = httpx.put(f"{dashboard_url}/api/serve/applications/", json=config, timeout=120)
-    if response.status_code != 200:
-        raise LocalRunError(f"Serve rejected the config ({response.status_code}): {response.text}")
-
-
-def applications(dashboard_url: str) -> dict[str, Any]:
-    response = httpx.get(f"{dashboard_url}/api/serve/applications/", timeout=10)
-    response.raise_for_status()
-    return dict(response.json().get("applications") or {})
-
-
-def app_summary(app: dict[str, Any]) -> str:
-    parts = []
-    for name, dep in (app.get("deployments") or {}).items():
-        states = Counter(r.get("state") for r in dep.get("replicas") or [])
-        replicas = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-        target = dep.get("target_num_replicas")
-        detail = f" [{replicas or 'no replicas'}; target {target}]" if target is not None else ""
-        parts.append(f"{name}: {dep.get('status')}{detail}")
-    return f"{app.get('status')} ({'; '.join(parts) or 'no deployments yet'})"
-
-
-def failure_details(app: dict[str, Any]) -> str:
-    """The app's message and each deployment's (where the replica's exception is)."""
-    lines = [app.get("message") or ""]
-    for name, dep in (app.get("deployments") or {}).items():
-        if dep.get("message"):
-            lines.append(f"{name}: {dep['message']}")
-    return "\n".join(line for line in lines if line)
-
-
-def wait_until_running(
-    dashboard_url: str,
-    app_names: list[str],
-    timeout_s: float,
-    on_change: Callable[[str, str], None] = lambda app, summary: None,
-) -> dict[str, Any]:
-    """Poll until every app is RUNNING; LocalRunError with the app's error on failure."""
-    deadline = time.monotonic() + timeout_s
-    last: dict[str, str] = {}
-    apps: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        try:
-            apps = applications(dashboard_url)
-        except httpx.HTTPError:
-            time.sleep(1)
-            continue
-        for name in app_names:
-            app = apps.get(name, {"status": "NOT_STARTED"})
-            summary = app_summary(app)
-            if last.get(name) != summary:
-                last[name] = summary
-                on_change(name, summary)
-            if app.get("status") == "DEPLOY_FAILED":
-                raise LocalRunError(f"app '{name}' failed to deploy:\n{failure_details(app)}")
-        if all(apps.get(n, {}).get("status") == "RUNNING" for n in app_names):
-            return apps
-        time.sleep(0.5)
-    pending = {n: last.get(n) for n in app_names if apps.get(n, {}).get("status") != "RUNNING"}
-    messages = "\n".join(
-        f"  {n}: {apps.get(n, {}).get('message') or s}" for n, s in pending.items()
-    )
-    raise LocalRunError(f"apps not RUNNING after {timeout_s:.0f}s:\n{messages}")

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from localrun.cluster import LOCALHOST
+from localrun.processes import LOCALHOST
 
 
 def local_gpu_count() -> int:

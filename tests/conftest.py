@@ -9,7 +9,15 @@ import pytest
 PROVISIONED = {"redis-server", "valkey-server", "promtool", "curl"}
 
 
+# Fixtures that load the embedding model, export its ONNX graph or run an external tool:
+# their tests are `slow`, and `make unit` leaves them (and the integration tests) out.
+SLOW_FIXTURES = frozenset({"embedding_model", "onnx_model_dir", "embedder", "promtool"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
     # Unit tests first (seconds), then the ones that start Ray clusters (minutes).
     items.sort(key=lambda item: "tests/integration/" in str(item.path))
 

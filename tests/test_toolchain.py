@@ -44,6 +44,7 @@ def test_the_gcs_redis_comes_from_the_venv_without_any_on_the_path(
     assert version.stdout.startswith("Valkey server v=9.1.2")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="Debian/Ubuntu only")
 def test_promtool_is_unpacked_into_the_venv_without_the_package_manager(
     bare_path: str, tmp_path: Path

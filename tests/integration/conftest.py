@@ -18,7 +18,9 @@ import httpx
 import pytest
 
 from infra.config import PROJECT_ROOT
-from localrun.cluster import ClusterState, free_port, session_alive
+from localrun.polling import PollTimeout, poll_until
+from localrun.processes import free_port, session_alive
+from localrun.state import ClusterState
 from localrun.toolchain import redis_server_binary
 
 
@@ -119,18 +121,25 @@ def _sessions(state_dir: Path) -> list[int]:
 def wait_for_status(url: str, status: int, timeout_s: float, **kwargs: object) -> float:
     """Seconds until `url` answers `status` (POST with kwargs, or GET without)."""
     start = time.monotonic()
-    deadline = start + timeout_s
     last = ""
-    while time.monotonic() < deadline:
+
+    def answered() -> bool:
+        nonlocal last
         try:
             if kwargs:
                 response = httpx.post(url, timeout=10, **kwargs)  # type: ignore[arg-type]
             else:
                 response = httpx.get(url, timeout=10)
-            if response.status_code == status:
-                return time.monotonic() - start
-            last = f"{response.status_code} {response.text[:200]}"
         except httpx.HTTPError as exc:
             last = repr(exc)
-        time.sleep(0.25)
-    raise AssertionError(f"{url} did not answer {status} within {timeout_s}s; last: {last}")
+            return False
+        last = f"{response.status_code} {response.text[:200]}"
+        return response.status_code == status
+
+    try:
+        poll_until(answered, timeout_s=timeout_s, interval_s=0.25)
+    except PollTimeout:
+        raise AssertionError(
+            f"{url} did not answer {status} within {timeout_s}s; last: {last}"
+        ) from None
+    return time.monotonic() - start

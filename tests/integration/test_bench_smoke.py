@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from infra.config import PROJECT_ROOT
-from localrun.cluster import haproxy_binary
+from localrun.toolchain import haproxy_binary
 
 SYSTEMS = {
     "in-process batch 32",

@@ -21,15 +21,10 @@ from infra.config import PROJECT_ROOT
 from infra.config.sources import load_stack_file
 from infra.rayservice.serve_config import stack_serve_config
 from localrun.artifacts import prepare_artifacts
-from localrun.cluster import (
-    LocalCluster,
-    applications,
-    deploy,
-    free_port,
-    session_alive,
-    wait_until_running,
-)
+from localrun.cluster import LocalCluster
 from localrun.localize import localize
+from localrun.processes import free_port, session_alive
+from localrun.serve_client import applications, deploy, wait_until_running
 from tests.integration.conftest import wait_for_status
 
 APPS = ["embeddings", "classifier"]

@@ -23,8 +23,10 @@ from infra.config import PROJECT_ROOT
 from infra.config.sources import load_stack_file
 from infra.rayservice.serve_config import stack_serve_config
 from localrun.artifacts import prepare_artifacts
-from localrun.cluster import LocalCluster, deploy, free_port, wait_until_running
+from localrun.cluster import LocalCluster
 from localrun.localize import localize
+from localrun.processes import free_port
+from localrun.serve_client import deploy, wait_until_running
 from serve_apps.tabular_classifier.app import example_request
 
 APPS = ["embeddings", "classifier"]

@@ -24,16 +24,11 @@ from infra.rayservice.serve_config import (
     application_config,
     stack_serve_config,
 )
-from localrun.cluster import (
-    LocalRunError,
-    applications,
-    deploy,
-    haproxy_binary,
-    session_alive,
-    wait_until_running,
-)
 from localrun.localize import localize
-from localrun.toolchain import SYSTEM_TOOLS, install_hint
+from localrun.polling import PollTimeout, poll_until
+from localrun.processes import LocalRunError, session_alive
+from localrun.serve_client import applications, deploy, serve_details, wait_until_running
+from localrun.toolchain import SYSTEM_TOOLS, haproxy_binary, install_hint
 from tests.integration.conftest import MakeRun
 
 
@@ -226,13 +221,15 @@ def test_embedder_batches_concurrent_requests(make_run: MakeRun) -> None:
     statuses = asyncio.run(_concurrent_posts(f"{make_run.url}/embed", bodies, make_run.auth()))
     assert statuses == [200] * len(bodies)
     # Replicas export metrics every few seconds: wait until all requests are counted.
-    deadline = time.monotonic() + 90
-    requests = 0.0
-    while time.monotonic() < deadline:
+    requests, batches, singles = _embedder_counters(metrics_url)
+
+    def counted() -> bool:
+        nonlocal requests, batches, singles
         requests, batches, singles = _embedder_counters(metrics_url)
-        if requests - requests0 >= len(bodies) and batches > batches0:
-            break
-        time.sleep(2)
+        return requests - requests0 >= len(bodies) and batches > batches0
+
+    with contextlib.suppress(PollTimeout):  # the assertion below says what was seen
+        poll_until(counted, timeout_s=90, interval_s=2)
     assert requests - requests0 >= len(bodies), "the request counter never caught up"
     batch_count = batches - batches0
     mean_batch = (requests - requests0) / batch_count
@@ -304,15 +301,12 @@ def test_user_config_change_applies_in_place_without_restarting_replicas(
 ) -> None:
     before = _replica_ids(make_run, "classifier")
     deploy(make_run.state.dashboard_url, _dev_config_with(make_run, decision_threshold=0.9))
-    deadline = time.monotonic() + 120
-    threshold = None
-    while time.monotonic() < deadline:
+
+    def threshold() -> float:
         schema = httpx.get(f"{make_run.url}/classify", headers=make_run.auth(), timeout=30)
-        threshold = schema.json()["decision_threshold"]
-        if threshold == 0.9:
-            break
-        time.sleep(0.5)
-    assert threshold == 0.9
+        return float(schema.json()["decision_threshold"])
+
+    poll_until(lambda: threshold() == 0.9, timeout_s=120, what="the new decision threshold")
     assert _replica_ids(make_run, "classifier") == before
 
 
@@ -332,10 +326,11 @@ def test_a_failing_app_reports_its_error(make_run: MakeRun) -> None:
     # The other apps kept serving; removing the broken one leaves the stack as it was.
     deploy(make_run.state.dashboard_url, _dev_config_with(make_run))
     wait_until_running(make_run.state.dashboard_url, ["embeddings", "classifier"], 120)
-    deadline = time.monotonic() + 60  # deletion is asynchronous
-    while "broken" in applications(make_run.state.dashboard_url) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert "broken" not in applications(make_run.state.dashboard_url)
+    poll_until(  # deletion is asynchronous
+        lambda: "broken" not in applications(make_run.state.dashboard_url),
+        timeout_s=60,
+        what="the broken app's removal",
+    )
 
 
 def test_the_metrics_dashboards_and_alerts_use_are_emitted(make_run: MakeRun) -> None:
@@ -343,14 +338,18 @@ def test_the_metrics_dashboards_and_alerts_use_are_emitted(make_run: MakeRun) ->
     metric the overview dashboard and the alert rules query."""
     from tests.known_metrics import RAY_SERVE
 
-    deadline = time.monotonic() + 60
     missing = set(RAY_SERVE)
-    while missing and time.monotonic() < deadline:
+
+    def all_emitted() -> bool:
+        nonlocal missing
         text = httpx.get(make_run.state.metrics_url, timeout=10).text
-        present = {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines()}
-        missing = RAY_SERVE - present
-        time.sleep(2)
-    assert not missing, f"not emitted: {sorted(missing)}"
+        missing = RAY_SERVE - {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines()}
+        return not missing
+
+    try:
+        poll_until(all_emitted, timeout_s=60, interval_s=2)
+    except PollTimeout:
+        raise AssertionError(f"not emitted: {sorted(missing)}") from None
 
 
 def test_make_logs_merges_every_replica_of_an_app(make_run: MakeRun) -> None:
@@ -359,9 +358,12 @@ def test_make_logs_merges_every_replica_of_an_app(make_run: MakeRun) -> None:
     classifier["num_replicas"] = 2
     deploy(make_run.state.dashboard_url, config)
     wait_until_running(make_run.state.dashboard_url, ["embeddings", "classifier"], 300)
-    deadline = time.monotonic() + 120
-    while len(_replica_ids(make_run, "classifier")) < 2 and time.monotonic() < deadline:
-        time.sleep(1)
+    poll_until(
+        lambda: len(_replica_ids(make_run, "classifier")) >= 2,
+        timeout_s=120,
+        interval_s=1,
+        what="a second classifier replica",
+    )
     example = (make_run.state_dir / "examples" / "classifier.json").read_bytes()
     headers = {**make_run.auth(), "Content-Type": "application/json"}
     for _ in range(20):
@@ -390,9 +392,8 @@ def test_key_rotation_takes_effect_without_restarting_ray(make_run: MakeRun) -> 
         return httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
 
     def wait_for(key: str, status: int) -> None:
-        deadline = time.monotonic() + 30
-        while status_with(key) != status and time.monotonic() < deadline:
-            time.sleep(0.2)
+        with contextlib.suppress(PollTimeout):  # the assertion below says what was seen
+            poll_until(lambda: status_with(key) == status, timeout_s=30, interval_s=0.2)
         answered = httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
         assert answered.status_code == status, (key == fresh_key, answered.text, _listeners())
 
@@ -410,9 +411,7 @@ def test_key_rotation_takes_effect_without_restarting_ray(make_run: MakeRun) -> 
 
 
 def _proxy_actor_ids(make_run: MakeRun) -> set[str]:
-    details = httpx.get(
-        f"{make_run.state.dashboard_url}/api/serve/applications/", timeout=10
-    ).json()
+    details = serve_details(make_run.state.dashboard_url)
     return {proxy["actor_id"] for proxy in details["proxies"].values()}
 
 
