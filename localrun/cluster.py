@@ -22,7 +22,7 @@ import httpx
 from infra.config import ServeIngress
 from infra.rayservice.serve_config import ray_process_env
 from localrun.artifacts import LOCAL_MODEL_DIR
-from localrun.polling import PollTimeout, poll_until
+from localrun.polling import poll_until
 from localrun.processes import (
     LOCALHOST,
     LocalRunError,
@@ -237,12 +237,14 @@ class LocalCluster:
             url = f"{self.state.dashboard_url}/api/version"
             return httpx.get(url, timeout=2).status_code == 200
 
-        try:
-            poll_until(dashboard_answers, timeout_s=timeout_s, ignore=(httpx.HTTPError,))
-        except PollTimeout:
-            raise LocalRunError(
+        poll_until(
+            dashboard_answers,
+            timeout_s=timeout_s,
+            ignore=(httpx.HTTPError,),
+            on_timeout=lambda: LocalRunError(
                 f"the Ray dashboard did not answer within {timeout_s:.0f}s"
-            ) from None
+            ),
+        )
 
     def kill_ray(self, grace_s: float = 10.0) -> None:
         """Stop the head and every Ray process it started (a head failure, with grace 0)."""

@@ -20,10 +20,12 @@ def poll_until(
     interval_s: float = 0.5,
     what: str = "the condition",
     ignore: tuple[type[BaseException], ...] = (),
+    on_timeout: Callable[[], BaseException] | None = None,
 ) -> T:
     """Call `check` every `interval_s` until it returns something truthy (returned) or
-    `timeout_s` passes (PollTimeout). Exceptions in `ignore` count as "not yet"; any
-    other exception from `check` propagates at once (a process that died, a failed
+    `timeout_s` passes: then raise what `on_timeout` makes (it may say what was last
+    seen), else PollTimeout naming `what`. Exceptions in `ignore` count as "not yet";
+    any other exception from `check` propagates at once (a process that died, a failed
     deploy), so a poll never hides a failure behind its timeout."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -34,5 +36,7 @@ def poll_until(
         if result:
             return result
         if time.monotonic() >= deadline:
+            if on_timeout is not None:
+                raise on_timeout()
             raise PollTimeout(f"{what} did not happen within {timeout_s:.0f}s")
         time.sleep(interval_s)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from localrun.polling import PollTimeout, poll_until
+from localrun.polling import poll_until
 
 LOCALHOST = "127.0.0.1"
 
@@ -69,12 +69,14 @@ def wait_for_port(
             sock.settimeout(0.5)
             return sock.connect_ex((LOCALHOST, port)) == 0
 
-    try:
-        poll_until(listening, timeout_s=timeout_s, interval_s=0.1)
-    except PollTimeout:
-        raise LocalRunError(
+    poll_until(
+        listening,
+        timeout_s=timeout_s,
+        interval_s=0.1,
+        on_timeout=lambda: LocalRunError(
             f"nothing listening on {LOCALHOST}:{port} after {timeout_s:.0f}s"
-        ) from None
+        ),
+    )
 
 
 def kill_session(sid: int, grace_s: float = 10.0) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import requests
 from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
-from localrun.polling import PollTimeout, poll_until
+from localrun.polling import poll_until
 from localrun.processes import LocalRunError
 
 # The dashboard is not up yet, or restarting: "not yet" while polling.
@@ -87,11 +87,11 @@ def wait_until_running(
         done = all(apps.get(n, {}).get("status") == "RUNNING" for n in app_names)
         return apps if done else None
 
-    try:
-        return poll_until(all_running, timeout_s=timeout_s, ignore=UNREACHABLE)
-    except PollTimeout:
+    def not_running() -> LocalRunError:
         pending = {n: last.get(n) for n in app_names if apps.get(n, {}).get("status") != "RUNNING"}
         messages = "\n".join(
             f"  {n}: {apps.get(n, {}).get('message') or s}" for n, s in pending.items()
         )
-        raise LocalRunError(f"apps not RUNNING after {timeout_s:.0f}s:\n{messages}") from None
+        return LocalRunError(f"apps not RUNNING after {timeout_s:.0f}s:\n{messages}")
+
+    return poll_until(all_running, timeout_s=timeout_s, ignore=UNREACHABLE, on_timeout=not_running)

@@ -17,8 +17,8 @@ from localrun import cluster as cluster_module
 from localrun.__main__ import curl_line, main
 from localrun.artifacts import artifact_builders, prepare_artifacts
 from localrun.cluster import LocalCluster, local_ingress
-from localrun.polling import poll_until
-from localrun.processes import RAY_FIXED_PORTS, kill_session, session_alive
+from localrun.polling import PollTimeout, poll_until
+from localrun.processes import RAY_FIXED_PORTS, LocalRunError, kill_session, session_alive
 from localrun.state import ClusterPorts, ClusterState
 from localrun.toolchain import haproxy_binary
 from serve_apps.common.artifacts import ARTIFACT_BUILDERS
@@ -249,3 +249,21 @@ def test_prepare_artifacts_exports_the_embedding_model_once(tmp_path: Path) -> N
 
     prepare_artifacts(stack, tmp_path, say=said.append)  # --if-missing: kept as it is
     assert (export / "model.onnx").stat().st_mtime_ns == before
+
+
+def test_poll_until_returns_the_first_answer_and_never_hides_a_failure() -> None:
+    answers = iter([None, ConnectionError("not up"), 0, "ready"])
+
+    def check() -> str | None:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    assert poll_until(check, timeout_s=5, interval_s=0, ignore=(ConnectionError,)) == "ready"
+    with pytest.raises(ValueError, match="died"):
+        poll_until(lambda: (_ for _ in ()).throw(ValueError("died")), timeout_s=5)
+    with pytest.raises(PollTimeout, match="the port did not happen within 0s"):
+        poll_until(lambda: False, timeout_s=0, what="the port")
+    with pytest.raises(LocalRunError, match="said why"):
+        poll_until(lambda: False, timeout_s=0, on_timeout=lambda: LocalRunError("said why"))

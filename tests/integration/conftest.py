@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from infra.config import PROJECT_ROOT
-from localrun.polling import PollTimeout, poll_until
+from localrun.polling import poll_until
 from localrun.processes import free_port, session_alive
 from localrun.state import ClusterState
 from localrun.toolchain import redis_server_binary
@@ -136,10 +136,12 @@ def wait_for_status(url: str, status: int, timeout_s: float, **kwargs: object) -
         last = f"{response.status_code} {response.text[:200]}"
         return response.status_code == status
 
-    try:
-        poll_until(answered, timeout_s=timeout_s, interval_s=0.25)
-    except PollTimeout:
-        raise AssertionError(
+    poll_until(
+        answered,
+        timeout_s=timeout_s,
+        interval_s=0.25,
+        on_timeout=lambda: AssertionError(
             f"{url} did not answer {status} within {timeout_s}s; last: {last}"
-        ) from None
+        ),
+    )
     return time.monotonic() - start

@@ -346,10 +346,12 @@ def test_the_metrics_dashboards_and_alerts_use_are_emitted(make_run: MakeRun) ->
         missing = RAY_SERVE - {line.split("{", 1)[0].split(" ", 1)[0] for line in text.splitlines()}
         return not missing
 
-    try:
-        poll_until(all_emitted, timeout_s=60, interval_s=2)
-    except PollTimeout:
-        raise AssertionError(f"not emitted: {sorted(missing)}") from None
+    poll_until(
+        all_emitted,
+        timeout_s=60,
+        interval_s=2,
+        on_timeout=lambda: AssertionError(f"not emitted: {sorted(missing)}"),
+    )
 
 
 def test_make_logs_merges_every_replica_of_an_app(make_run: MakeRun) -> None:
