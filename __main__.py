@@ -15,6 +15,8 @@ order they are built (each module's docstring carries its number):
 10 edge             infra/edge/               Gateway, routes, IAP, Cloud Armor, NetworkPolicies
 """
 
+from pathlib import Path
+
 import pulumi
 import pulumi_gcp as gcp
 import yaml
@@ -39,7 +41,12 @@ from infra.network import Network, NetworkArgs
 from infra.observability.monitoring import Monitoring, MonitoringArgs
 from infra.rayservice.component import RayService, RayServiceArgs
 from infra.rayservice.serve_config import serve_config
-from infra.rayservice.upgrades import UpgradeGuard, UpgradeGuardArgs
+from infra.rayservice.upgrades import (
+    OUTPUT_NAME,
+    UpgradeGuard,
+    UpgradeGuardArgs,
+    known_cluster_config,
+)
 from infra.redis import GcsRedis, GcsRedisArgs
 
 stack = load_pulumi_config()
@@ -75,7 +82,9 @@ else:
     login = None  # the local Docker credential helpers push to an existing registry
 
 # 4: one image per service, referenced by digest.
-images = ServiceImages(name, ServiceImagesArgs(stack, repository, login))
+images = ServiceImages(
+    name, ServiceImagesArgs(stack, repository, login, project_root=Path(__file__).resolve().parent)
+)
 
 on_cluster = pulumi.ResourceOptions(providers=[access.provider])
 secrets = pulumi.Config()
@@ -110,10 +119,22 @@ redis = GcsRedis(  # 8
     ),
     opts=after_namespace,
 )
-# 9: one RayService per service, and the guard that reads what their clusters became.
-ray_services = {}
+# 9: the guard first (it reads only what is known in preview), then one RayService per
+# service, each taking the guard's verdict on its cluster as an input.
+guard = UpgradeGuard(
+    name,
+    UpgradeGuardArgs(
+        stack,
+        {
+            service.name: known_cluster_config(
+                stack, service, images.source_digests[service.name], redis.connection
+            )
+            for service in stack.services
+        },
+    ),
+)
 for service in stack.services:
-    ray_services[service.name] = RayService(
+    RayService(
         f"{name}-{service.name}",
         RayServiceArgs(
             stack,
@@ -124,14 +145,11 @@ for service in stack.services:
             redis=redis.connection,
             # Created after, deleted before: CRDs, operator, namespace and Redis.
             depends_on=[kuberay.chart, kuberay.namespace, *redis.ready],
+            verdict=guard.verdicts[service.name],
         ),
         opts=on_cluster,
     )
-# Warn (prod: fail) before KubeRay replaces a Ray cluster; remember this run's clusters.
-guard = UpgradeGuard(
-    name,
-    UpgradeGuardArgs(stack, {n: rs.cluster_config for n, rs in ray_services.items()}),
-)
+pulumi.export(OUTPUT_NAME, guard.known_configs)
 # 10: the public edge, and who may talk to whom inside the cluster.
 edge = Edge(
     name,
@@ -144,7 +162,6 @@ edge = Edge(
     opts=after_namespace,
 )
 NetworkPolicies(name, NetworkPoliciesArgs(stack), opts=after_namespace)
-pulumi.export("rayClusterConfigs", guard.current)
 serve_configs = {service.name: serve_config(stack, service) for service in stack.services}
 
 if access.kubeconfig is not None:

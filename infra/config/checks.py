@@ -163,6 +163,19 @@ def _safe_gpus(cfg: StackConfig, pool: NodePool) -> int | None:
         return None  # reported against the pool already
 
 
+# What KubeRay 1.7 does with NewClusterWithIncrementalUpgrade (read from its RayService
+# controller: createGateway/createHTTPRoute, BuildServeService) cannot go through this
+# stack's edge; see the README's rollout table.
+INCREMENTAL_REFUSED = (
+    "NewClusterWithIncrementalUpgrade is not supported: KubeRay 1.7 shifts traffic only on "
+    "a Gateway and HTTPRoute it creates itself (clusterUpgradeOptions cannot name this "
+    "stack's Gateway, so that would be a second load balancer without its TLS, Cloud Armor "
+    "and IAP) and renames the Serve Service per cluster, so public traffic would not follow "
+    "the canary; allowed: NewCluster (the new cluster takes the traffic once it is ready; "
+    "failOnClusterReplacement checks both fit), None"
+)
+
+
 def _upgrade_issues(strategy: UpgradeStrategy, at: str) -> list[ConfigIssue]:
     incremental_keys = {
         "stepSizePercent": strategy.step_size_percent,
@@ -170,11 +183,7 @@ def _upgrade_issues(strategy: UpgradeStrategy, at: str) -> list[ConfigIssue]:
         "maxSurgePercent": strategy.max_surge_percent,
     }
     if strategy.type == "NewClusterWithIncrementalUpgrade":
-        return [
-            ConfigIssue(f"{at}.{key}", f"required when type is {strategy.type}")
-            for key, value in incremental_keys.items()
-            if value is None
-        ]
+        return [ConfigIssue(f"{at}.type", INCREMENTAL_REFUSED)]
     return [
         ConfigIssue(
             f"{at}.{key}",
@@ -381,10 +390,23 @@ def _edge_issues(cfg: StackConfig) -> list[ConfigIssue]:
     return issues
 
 
+def _approval_issues(cfg: StackConfig) -> list[ConfigIssue]:
+    services = [s.name for s in cfg.services]
+    return [
+        ConfigIssue(
+            "approveClusterReplacement",
+            f"'{name}' is not a service of this stack; allowed: {', '.join(services)}",
+        )
+        for name, _, _ in (e.partition(":") for e in cfg.approve_cluster_replacement.split(","))
+        if name and name not in services
+    ]
+
+
 def stack_issues(cfg: StackConfig, project_root: Path = PROJECT_ROOT) -> list[ConfigIssue]:
     """Every problem that spans keys; empty when the stack is deployable."""
     return (
-        _cluster_issues(cfg)
+        _approval_issues(cfg)
+        + _cluster_issues(cfg)
         + _node_pool_issues(cfg)
         + _service_issues(cfg, project_root)
         + _stack_wide_app_issues(cfg)

@@ -176,7 +176,13 @@ class StackConfig(_Model):
         False, description="Install KubeRay namespace-scoped, watching only `namespace`."
     )
     fail_on_cluster_replacement: bool = Field(
-        False, description="Fail an update that would replace a Ray cluster (prod)."
+        False,
+        description="Refuse a Ray cluster replacement that does not fit the pools (prod).",
+    )
+    approve_cluster_replacement: str = Field(
+        "",
+        pattern=r"^([a-z][-a-z0-9]*:[0-9a-f]{12}(,[a-z][-a-z0-9]*:[0-9a-f]{12})*)?$",
+        description="`service:fingerprint` pairs: replacements approved for one run.",
     )
     redis: Literal["in-cluster", "memorystore", "none"] = Field(
         "in-cluster", description="Redis behind the GCS for fault tolerance."

@@ -12,21 +12,13 @@ import pulumi_random as random
 
 from infra.config import Service, StackConfig
 from infra.rayservice.manifest import (
-    API_KEYS_FILE_KEY,
-    AUTH_TOKEN_KEY,
-    RayServiceInputs,
     RedisConnection,
-    SecretKey,
+    api_keys_secret,
+    auth_token_secret,
+    rayservice_inputs,
     rayservice_manifest,
 )
-
-
-def auth_token_secret(service: Service) -> SecretKey:
-    return SecretKey(f"{service.name}-ray-auth", AUTH_TOKEN_KEY)
-
-
-def api_keys_secret(service: Service) -> SecretKey:
-    return SecretKey(f"{service.name}-api-keys", API_KEYS_FILE_KEY)
+from infra.rayservice.upgrades import FINGERPRINT_ANNOTATION
 
 
 @dataclass
@@ -43,6 +35,9 @@ class RayServiceArgs:
     """How the GCS reaches Redis; None without fault tolerance."""
     depends_on: list[pulumi.Resource]
     """CRDs and operator, the namespace, Redis: created before, deleted after."""
+    verdict: pulumi.Input[str]
+    """The upgrade guard's verdict on this service's rayClusterConfig: its fingerprint,
+    or a failed Output when the replacement is refused (the CR is then never sent)."""
 
 
 class RayService(pulumi.ComponentResource):
@@ -78,10 +73,13 @@ class RayService(pulumi.ComponentResource):
                 opts=child,
             ),
         ]
-        inputs = RayServiceInputs(
-            namespace=namespace, image=args.image, api_keys=keys, auth_token=auth, redis=args.redis
-        )
+        inputs = rayservice_inputs(args.stack, service, args.image, args.redis)
         manifest: dict[str, Any] = rayservice_manifest(args.stack, service, inputs)
+        metadata = manifest["metadata"]
+        metadata["annotations"] = {
+            **metadata.get("annotations", {}),
+            FINGERPRINT_ANNOTATION: args.verdict,
+        }
         self.cluster_config: pulumi.Output[Any] = pulumi.Output.from_input(
             manifest["spec"]["rayClusterConfig"]
         )
@@ -89,7 +87,7 @@ class RayService(pulumi.ComponentResource):
             name,
             api_version=manifest["apiVersion"],
             kind=manifest["kind"],
-            metadata=manifest["metadata"],
+            metadata=metadata,
             spec=manifest["spec"],
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*args.depends_on, *secrets]),
         )

@@ -20,6 +20,9 @@ from infra.constants import METRICS_PORT, POOL_LABEL, ROLE_LABEL
 from infra.observability.monitoring import ray_head_monitoring_env
 from infra.rayservice.serve_config import SERVE_PORT, ray_process_env, serve_config
 
+# The log-shipping sidecar's module, run from the service's own image.
+LOG_SHIPPER_MODULE = "serve_apps.logship"
+
 RAY_VERSION = version("ray")  # pyproject pins it; images use the same tag
 API_KEYS_DIR = "/etc/rayserve/api-keys"
 API_KEYS_FILE_KEY = "keys.json"
@@ -62,6 +65,28 @@ class RayServiceInputs:
     api_keys: SecretKey
     auth_token: SecretKey
     redis: RedisConnection | None
+
+
+def auth_token_secret(service: Service) -> SecretKey:
+    return SecretKey(f"{service.name}-ray-auth", AUTH_TOKEN_KEY)
+
+
+def api_keys_secret(service: Service) -> SecretKey:
+    return SecretKey(f"{service.name}-api-keys", API_KEYS_FILE_KEY)
+
+
+def rayservice_inputs(
+    stack: StackConfig, service: Service, image: Any, redis: RedisConnection | None
+) -> RayServiceInputs:
+    """The one place a RayService's inputs are put together (the component and the
+    upgrade guard both build from it)."""
+    return RayServiceInputs(
+        namespace=stack.namespace,
+        image=image,
+        api_keys=api_keys_secret(service),
+        auth_token=auth_token_secret(service),
+        redis=redis,
+    )
 
 
 def _probe(*urls: str) -> dict[str, Any]:
@@ -174,7 +199,7 @@ def _log_shipper(image: str) -> dict[str, Any]:
     return {
         "name": "log-shipper",
         "image": image,
-        "command": ["python", "-m", "serve_apps.logship", f"{RAY_LOGS_DIR}/session_latest/logs"],
+        "command": ["python", "-m", LOG_SHIPPER_MODULE, f"{RAY_LOGS_DIR}/session_latest/logs"],
         "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
         "volumeMounts": [{"name": "ray-logs", "mountPath": RAY_LOGS_DIR, "readOnly": True}],
     }
@@ -250,17 +275,9 @@ def _labels(service: Service, role: str) -> dict[str, str]:
     }
 
 
-def _upgrade_strategy(stack: StackConfig, service: Service) -> dict[str, Any]:
-    strategy = service.upgrade_strategy
-    spec: dict[str, Any] = {"type": strategy.type}
-    if strategy.type == "NewClusterWithIncrementalUpgrade":
-        spec["clusterUpgradeOptions"] = {
-            "gatewayClassName": stack.gateway_class,
-            "stepSizePercent": strategy.step_size_percent,
-            "intervalSeconds": strategy.interval_seconds,
-            "maxSurgePercent": strategy.max_surge_percent,
-        }
-    return spec
+def _upgrade_strategy(service: Service) -> dict[str, Any]:
+    # NewClusterWithIncrementalUpgrade is refused by config validation (checks.py).
+    return {"type": service.upgrade_strategy.type}
 
 
 def rayservice_manifest(
@@ -325,7 +342,7 @@ def rayservice_manifest(
         "spec": {
             "serveConfigV2": yaml.safe_dump(serve_config(stack, service), sort_keys=False),
             "excludeHeadPodFromServeSvc": True,
-            "upgradeStrategy": _upgrade_strategy(stack, service),
+            "upgradeStrategy": _upgrade_strategy(service),
             "rayClusterConfig": cluster,
         },
     }

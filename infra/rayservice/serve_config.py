@@ -20,6 +20,9 @@ from infra.config import (
 )
 from infra.constants import SERVE_PORT
 
+# The API-key middleware Serve loads into each of its HTTP servers.
+MIDDLEWARE_IMPORT_PATH = "serve_apps.auth.middleware:proxy_middlewares"
+
 # GKE's L7 load balancers keep idle backend connections for 600 s; a backend that
 # closes them sooner races the balancer and turns some requests into 502s.
 KEEP_ALIVE_TIMEOUT_S = 620
@@ -40,7 +43,7 @@ def ray_process_env(ingress: ServeIngress) -> dict[str, str]:
         # The API-key middleware. Serve runs it in its proxy (`proxy`) or in the
         # ingress replicas' own HTTP servers (`haproxy`): either way every route but the
         # health probes needs a key.
-        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "serve_apps.auth.middleware:proxy_middlewares",
+        "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": MIDDLEWARE_IMPORT_PATH,
         # Ray starts workers (Serve's proxy and replicas) at nice 15, below everything
         # else on the machine; serving is the job here (measured: +15 % one-text
         # throughput on 2 cores, docs/benchmarks.md). Per-pod cgroups keep other pods
