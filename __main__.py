@@ -63,8 +63,8 @@ if stack.cluster_mode == "gke":  # layers 1-2, and the provider (3) from the clu
         name,
         KubernetesAccessArgs(
             cluster_name=gke.cluster.name,
-            endpoint=gke.cluster.endpoint,
-            ca_certificate=gke.cluster.master_auth.cluster_ca_certificate,
+            endpoint=gke.control_plane_endpoint,
+            ca_certificate=gke.control_plane_ca,
         ),
     )
     registry = ArtifactRegistry(name, ArtifactRegistryArgs(stack, gke.node_service_account.email))
@@ -75,7 +75,7 @@ if stack.cluster_mode == "gke":  # layers 1-2, and the provider (3) from the clu
         password=gcp.organizations.get_client_config_output().access_token,
     )
     pulumi.export("clusterName", gke.cluster.name)
-    pulumi.export("clusterEndpoint", gke.cluster.endpoint)
+    pulumi.export("clusterEndpoint", gke.control_plane_endpoint)
 else:
     access = KubernetesAccess(name, KubernetesAccessArgs(context=stack.kube_context))
     repository = stack.image_repository

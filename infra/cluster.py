@@ -94,6 +94,14 @@ def node_pool_spec(name: str, stack: StackConfig, pool: NodePool) -> dict[str, A
     }
 
 
+def _dns_endpoint(config: Any) -> str:
+    dns = (config or {}).get("dns_endpoint_config") or (config or {}).get("dnsEndpointConfig") or {}
+    endpoint = getattr(dns, "endpoint", None) or (
+        dns.get("endpoint") if isinstance(dns, dict) else None
+    )
+    return str(endpoint)
+
+
 def cluster_spec(name: str, stack: StackConfig) -> dict[str, Any]:
     """Arguments of `gcp.container.Cluster` (network, subnetwork, account added later)."""
     return {
@@ -115,6 +123,11 @@ def cluster_spec(name: str, stack: StackConfig) -> dict[str, Any]:
             "enable_private_nodes": True,
             "enable_private_endpoint": False,
             "master_ipv4_cidr_block": stack.master_cidr,
+        },
+        # How `pulumi up` (a laptop, a CI runner) reaches the control plane: through its
+        # DNS name, authorized by IAM (`dns`), or its IP, from masterAuthorizedNetworks.
+        "control_plane_endpoints_config": {
+            "dns_endpoint_config": {"allow_external_traffic": stack.control_plane_access == "dns"},
         },
         "master_authorized_networks_config": {
             "cidr_blocks": [
@@ -192,6 +205,15 @@ class GkeCluster(pulumi.ComponentResource):
             **cluster_spec(name, stack),
             opts=child,
         )
+        # What `pulumi up` talks to (controlPlaneAccess): the DNS endpoint needs no CA.
+        if stack.control_plane_access == "dns":
+            self.control_plane_endpoint: pulumi.Output[str] = (
+                self.cluster.control_plane_endpoints_config.apply(_dns_endpoint)
+            )
+            self.control_plane_ca: pulumi.Output[str] | None = None
+        else:
+            self.control_plane_endpoint = self.cluster.endpoint
+            self.control_plane_ca = self.cluster.master_auth.cluster_ca_certificate
         self.node_pools = {}
         for pool in stack.node_pools:
             spec = node_pool_spec(name, stack, pool)
@@ -199,4 +221,4 @@ class GkeCluster(pulumi.ComponentResource):
             self.node_pools[pool.name] = gcp.container.NodePool(
                 f"{name}-{pool.name}", cluster=self.cluster.name, **spec, opts=child
             )
-        self.register_outputs({"name": self.cluster.name, "endpoint": self.cluster.endpoint})
+        self.register_outputs({"name": self.cluster.name, "endpoint": self.control_plane_endpoint})

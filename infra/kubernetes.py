@@ -1,8 +1,11 @@
 """Layer 3: the one Kubernetes provider every later component gets through `opts`.
 
-On GKE it is built from the cluster's endpoint and CA with a kubeconfig whose user runs
-the `gke-gcloud-auth-plugin` exec plugin: no token or key is ever written to state, and
-the kubeconfig is the same bytes on every run, so it never forces a replacement.
+On GKE it is built from the cluster's endpoint with a kubeconfig whose user runs the
+`gke-gcloud-auth-plugin` exec plugin: no token or key is ever written to state, and the
+kubeconfig is the same bytes on every run, so it never forces a replacement. With
+`controlPlaneAccess: dns` the endpoint is the cluster's DNS name (a publicly trusted
+certificate, so no CA is pinned; IAM decides who may connect, from anywhere: CI runners
+included); with `ip` it is the IP endpoint with the cluster's own CA.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import yaml
 AUTH_PLUGIN = "gke-gcloud-auth-plugin"
 
 
-def gke_kubeconfig(cluster_name: str, endpoint: str, ca_certificate: str) -> str:
-    """A kubeconfig for one GKE cluster that authenticates through gcloud's plugin."""
+def gke_kubeconfig(cluster_name: str, endpoint: str, ca_certificate: str | None) -> str:
+    """A kubeconfig for one GKE cluster that authenticates through gcloud's plugin
+    (`ca_certificate` None: the DNS endpoint's public certificate is trusted as is)."""
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -26,7 +30,7 @@ def gke_kubeconfig(cluster_name: str, endpoint: str, ca_certificate: str) -> str
                 "name": cluster_name,
                 "cluster": {
                     "server": f"https://{endpoint}",
-                    "certificate-authority-data": ca_certificate,
+                    **({"certificate-authority-data": ca_certificate} if ca_certificate else {}),
                 },
             }
         ],
@@ -60,7 +64,8 @@ class KubernetesAccessArgs:
     endpoint: pulumi.Input[str] | None = None
     """GKE mode: the cluster's control plane address."""
     ca_certificate: pulumi.Input[str] | None = None
-    """GKE mode: the cluster's CA (base64, as GKE reports it)."""
+    """GKE mode, IP endpoint: the cluster's CA (base64, as GKE reports it); None for the
+    DNS endpoint."""
     context: str | None = None
     """Existing-cluster mode: a context of the local kubeconfig."""
 
@@ -82,9 +87,9 @@ class KubernetesAccess(pulumi.ComponentResource):
                 f"{name}-provider", context=args.context, enable_server_side_apply=True, opts=child
             )
         else:
-            if args.cluster_name is None or args.endpoint is None or args.ca_certificate is None:
+            if args.cluster_name is None or args.endpoint is None:
                 raise ValueError(
-                    "KubernetesAccess needs a context, or a cluster's name, endpoint and CA"
+                    "KubernetesAccess needs a context, or a cluster's name and endpoint"
                 )
             self.kubeconfig = pulumi.Output.secret(
                 pulumi.Output.all(args.cluster_name, args.endpoint, args.ca_certificate).apply(

@@ -390,6 +390,20 @@ def _edge_issues(cfg: StackConfig) -> list[ConfigIssue]:
     return issues
 
 
+def _control_plane_issues(cfg: StackConfig) -> list[ConfigIssue]:
+    ip_only = cfg.cluster_mode == "gke" and cfg.control_plane_access == "ip"
+    if ip_only and not cfg.master_authorized_networks:
+        return [
+            ConfigIssue(
+                "masterAuthorizedNetworks",
+                "is empty, so with controlPlaneAccess ip nothing outside the VPC reaches "
+                "the control plane (pulumi up included): list the CIDRs that run pulumi "
+                "up, or use controlPlaneAccess dns",
+            )
+        ]
+    return []
+
+
 def _approval_issues(cfg: StackConfig) -> list[ConfigIssue]:
     services = [s.name for s in cfg.services]
     return [
@@ -406,6 +420,7 @@ def stack_issues(cfg: StackConfig, project_root: Path = PROJECT_ROOT) -> list[Co
     """Every problem that spans keys; empty when the stack is deployable."""
     return (
         _approval_issues(cfg)
+        + _control_plane_issues(cfg)
         + _cluster_issues(cfg)
         + _node_pool_issues(cfg)
         + _service_issues(cfg, project_root)

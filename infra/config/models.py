@@ -164,6 +164,11 @@ class StackConfig(_Model):
     pod_cidr: Cidr = Field("10.16.0.0/14", description="Secondary range of the pods.")
     service_cidr: Cidr = Field("10.20.0.0/20", description="Secondary range of the Services.")
     master_cidr: Cidr = Field("172.16.0.0/28", description="The control plane's /28.")
+    control_plane_access: Literal["dns", "ip"] = Field(
+        "dns",
+        description="How clients reach the control plane: its DNS endpoint (IAM) or its IP "
+        "endpoint (masterAuthorizedNetworks).",
+    )
     master_authorized_networks: list[Cidr] = Field(
         default_factory=list,
         description="CIDRs allowed to reach the control plane's public endpoint.",

@@ -39,6 +39,7 @@ Mode = Literal["update", "preview"]
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's marker for a secret value
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"  # Pulumi's marker for an unknown value
 MOCK_ENDPOINT = "192.0.2.10"  # TEST-NET-1: never a real control plane
+MOCK_DNS_ENDPOINT = "gke-0123456789abcdef-mock.us-central1.gke.goog"
 MOCK_CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----mock-----END CERTIFICATE-----").decode()
 MOCK_TOKEN = "mock-access-token"
 
@@ -100,6 +101,9 @@ def _mock_outputs(typ: str, name: str, inputs: dict[str, Any]) -> dict[str, Any]
     outputs = dict(inputs)
     if typ == "gcp:container/cluster:Cluster":
         outputs.update(endpoint=MOCK_ENDPOINT, masterAuth={"clusterCaCertificate": MOCK_CA})
+        endpoints = dict(inputs.get("controlPlaneEndpointsConfig") or {})
+        dns = {**(endpoints.get("dnsEndpointConfig") or {}), "endpoint": MOCK_DNS_ENDPOINT}
+        outputs["controlPlaneEndpointsConfig"] = {**endpoints, "dnsEndpointConfig": dns}
     elif typ == "gcp:serviceaccount/account:Account":
         outputs["email"] = f"{inputs['accountId']}@{inputs['project']}.iam.gserviceaccount.com"
     elif typ == "gcp:artifactregistry/repository:Repository":
