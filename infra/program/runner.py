@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import gc
 import hashlib
 import json
 import logging
@@ -343,7 +344,14 @@ def run_program(
             )
         ).apply(lambda _: None)
 
-    program()
+    try:
+        program()
+    finally:
+        # A failed run leaves SDK futures whose errors nobody retrieves; collect them now,
+        # at a safe point: their finalizers log, and logging from inside a later
+        # allocation-heavy call (ast.parse of an import-path check) trips CPython 3.11's
+        # "AST constructor recursion depth mismatch".
+        gc.collect()
     # Registration runs on a thread pool: put resources back in the program's order.
     run.resources.sort(key=lambda r: run.declared.get(r.key, len(run.declared)))
     for key in exported.keys() - run.outputs.keys():
