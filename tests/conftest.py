@@ -1,9 +1,11 @@
-"""Shared test set-up: fast tests first, and an event loop for Pulumi's runtime."""
+"""Shared set-up: fast tests first, Pulumi's event loop, fixtures used across directories."""
 
 import asyncio
 from pathlib import Path
 
 import pytest
+
+from infra.program.runner import ProgramRun, run_program
 
 # What provisioning supplies (localrun.toolchain): hidden from `bare_path`.
 PROVISIONED = {"redis-server", "valkey-server", "promtool", "curl"}
@@ -45,3 +47,10 @@ def bare_path(tmp_path: Path) -> str:
             if program.name not in PROVISIONED and not link.exists():
                 link.symlink_to(program)
     return str(bin_dir)
+
+
+@pytest.fixture(scope="session", params=["dev", "prod"])
+def program(request: pytest.FixtureRequest) -> tuple[str, ProgramRun]:
+    """The real `__main__.py` run once per stack under Pulumi's mocks: the stack's name
+    and what it declared (read it, never change it)."""
+    return request.param, run_program(request.param)

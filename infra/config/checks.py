@@ -177,21 +177,9 @@ INCREMENTAL_REFUSED = (
 
 
 def _upgrade_issues(strategy: UpgradeStrategy, at: str) -> list[ConfigIssue]:
-    incremental_keys = {
-        "stepSizePercent": strategy.step_size_percent,
-        "intervalSeconds": strategy.interval_seconds,
-        "maxSurgePercent": strategy.max_surge_percent,
-    }
     if strategy.type == "NewClusterWithIncrementalUpgrade":
         return [ConfigIssue(f"{at}.type", INCREMENTAL_REFUSED)]
-    return [
-        ConfigIssue(
-            f"{at}.{key}",
-            f"only applies to type NewClusterWithIncrementalUpgrade, not {strategy.type}",
-        )
-        for key, value in incremental_keys.items()
-        if value is not None
-    ]
+    return []
 
 
 def _app_issues(app: App, at: str, gpu_capacity: int | None) -> list[ConfigIssue]:

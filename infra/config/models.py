@@ -123,9 +123,6 @@ class UpgradeStrategy(_Model):
     """How KubeRay rolls out a `rayClusterConfig` change."""
 
     type: UpgradeType = "NewCluster"
-    step_size_percent: int | None = Field(None, ge=1, le=100)
-    interval_seconds: int | None = Field(None, ge=1)
-    max_surge_percent: int | None = Field(None, ge=1, le=100)
 
 
 class Service(_Model):

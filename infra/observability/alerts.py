@@ -2,7 +2,7 @@
 
 Every alert carries a severity, a summary and a `runbook_url` anchor into
 docs/runbooks.md; thresholds come from config. `promtool test rules` exercises each one
-on synthetic series (tests/test_alerts.py).
+on synthetic series (tests/infra/observability/test_alerts.py).
 """
 
 from __future__ import annotations
