@@ -76,7 +76,7 @@ def _analyze(tmp_path: Path, resources: list[dict[str, Any]], prod: bool) -> lis
 def test_the_pack_passes_every_resource_the_program_declares(
     stack: str, mode: str, tmp_path: Path
 ) -> None:
-    resources = [*_resources(shared_run(stack, mode)), KUBERAY_DEPLOYMENT]  # type: ignore[arg-type]
+    resources = [*_resources(shared_run(stack, mode)), KUBERAY_DEPLOYMENT]
     assert len(resources) > 50
     found = _analyze(tmp_path, resources, prod=stack == "prod")
     mandatory = [f for f in found if f["level"] == "MANDATORY"]
