@@ -44,16 +44,6 @@ MOCK_DNS_ENDPOINT = "gke-0123456789abcdef-mock.us-central1.gke.goog"
 MOCK_CA = base64.b64encode(b"-----BEGIN CERTIFICATE-----mock-----END CERTIFICATE-----").decode()
 MOCK_TOKEN = "mock-access-token"
 
-# What each stack's ESC environment supplies as secret config (esc/<stack>.yaml).
-ESC_SECRET_KEYS = (
-    "apiKeyHashes",
-    "redisPassword",
-    "grafanaAdminPassword",
-    "alertWebhookUrl",
-    "iapOAuthClientId",
-    "iapOAuthClientSecret",
-)
-
 
 def engine_value(value: Any) -> str:
     if isinstance(value, bool):
@@ -136,7 +126,6 @@ class ProgramRun(pulumi.runtime.Mocks):
     calls: list[str] = field(default_factory=list)
     previous_outputs: dict[str, Any] = field(default_factory=dict)
     """What a StackReference to the stack itself reads: its last update's outputs."""
-    parents: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)
     depends_on: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
     """(type, name) -> the resources its `depends_on` names (not inherited ones)."""
     warnings: list[str] = field(default_factory=list)
@@ -174,21 +163,22 @@ class ProgramRun(pulumi.runtime.Mocks):
             return {"accessToken": MOCK_TOKEN, "project": "mock", "region": "", "zone": ""}, []
         return {}, []
 
-    def record_parent(
+    def record_declaration(
         self, args: pulumi.ResourceTransformationArgs
     ) -> pulumi.ResourceTransformationResult | None:
         self.declared.setdefault((args.type_, args.name), len(self.declared))
-        parent = args.opts.parent if args.opts else None
         deps: Any = args.opts.depends_on if args.opts and args.opts.depends_on else []
         self.depends_on[(args.type_, args.name)] = [
             (d._type, d._name)
             for d in (deps if isinstance(deps, list) else [deps])
             if isinstance(d, pulumi.Resource)
         ]
-        self.parents[(args.type_, args.name)] = (
-            (parent._type, parent._name) if parent is not None and not _is_stack(parent) else None
-        )
         return None
+
+    @property
+    def parents(self) -> dict[tuple[str, str], tuple[str, str] | None]:
+        """(type, name) -> (type, name) of its parent; None at the stack root."""
+        return {r.key: r.parent for r in self.resources}
 
     def of_urn(self, urn: str) -> MockedResource:
         (found,) = [r for r in self.resources if r.urn == urn]
@@ -288,10 +278,6 @@ def reveal(value: Any) -> Any:
     return value
 
 
-def _is_stack(resource: pulumi.Resource) -> bool:
-    return getattr(resource, "_type", "") == "pulumi:pulumi:Stack"
-
-
 def run_program(
     stack: str,
     overrides: Mapping[str, Any] | None = None,
@@ -328,7 +314,7 @@ def run_program(
 
     @pulumi.runtime.test
     def program() -> pulumi.Output[None]:
-        pulumi.runtime.register_stack_transformation(run.record_parent)
+        pulumi.runtime.register_stack_transformation(run.record_declaration)
         pulumi.export = capture
         try:
             runpy.run_path(str(main), run_name="__main__")

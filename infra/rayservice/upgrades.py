@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import pulumi
 
-from infra.config import Service, StackConfig, WorkerGroup, gpu_catalog, quantity_value
+from infra.config import PROJECT, Service, StackConfig, WorkerGroup, gpu_catalog, quantity_value
 from infra.rayservice.manifest import RedisConnection, rayservice_inputs, rayservice_manifest
 
 IN_PLACE = "serveConfigV2 (apps, routes, replicas, autoscaling, user_config, args)"
@@ -251,13 +251,9 @@ def verdict(
             lines.append(
                 "  REFUSED (failOnClusterReplacement): both clusters do not fit. To ship this "
                 "change anyway, approve exactly it for one run: pulumi up -c "
-                f"{stack_key('approveClusterReplacement')}={name}:{new_fingerprint}"
+                f"{PROJECT}:approveClusterReplacement={name}:{new_fingerprint}"
             )
     return Verdict(name, change, allowed, "\n".join(lines))
-
-
-def stack_key(key: str) -> str:
-    return f"rayserve-gke:{key}"
 
 
 class ClusterReplacementError(RuntimeError):

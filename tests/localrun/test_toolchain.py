@@ -104,10 +104,17 @@ class FakeSystem:
         return subprocess.CompletedProcess(list(command), 0, b"", b"")
 
 
+@pytest.mark.parametrize(("manager", "uid"), [("apt-get", 0), ("apt-get", 1000), ("brew", 1000)])
 def test_the_system_package_manager_is_used_only_when_allowed(
-    bare_path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    manager: str, uid: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", bare_path)
+    # A PATH holding only the package manager (never run: FakeSystem records commands).
+    system_bin = tmp_path / "system-bin"
+    system_bin.mkdir()
+    (system_bin / manager).write_text("#!/bin/sh\nexit 1\n", encoding="utf-8")
+    (system_bin / manager).chmod(0o755)
+    monkeypatch.setenv("PATH", str(system_bin))
+    monkeypatch.setattr(os, "geteuid", lambda: uid)
     bin_dir = tmp_path / "venv-bin"
     bin_dir.mkdir()
     refused = FakeSystem(bin_dir)
@@ -115,14 +122,12 @@ def test_the_system_package_manager_is_used_only_when_allowed(
         ensure("curl", bin_dir=bin_dir, allow_system=False, run=refused)
     assert refused.commands == []
 
-    if shutil.which("apt-get") is None and shutil.which("brew") is None:
-        pytest.skip("no system package manager here")
     allowed = FakeSystem(bin_dir)
     assert ensure("curl", bin_dir=bin_dir, allow_system=True, run=allowed) == str(bin_dir / "curl")
     install = allowed.commands[-1]
-    if shutil.which("apt-get"):
+    if manager == "apt-get":
         assert install[-4:] == ["install", "-y", "-qq", "curl"]
-        assert (install[0] == "sudo") is (os.geteuid() != 0)
+        assert (install[0] == "sudo") is (uid != 0)
     else:
         assert install == ["brew", "install", "curl"]
 
