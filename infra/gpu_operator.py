@@ -6,6 +6,14 @@
 - `operator`: node pools disable GKE's driver and device plugin; the operator installs
   the driver, the container toolkit and the device plugin on Ubuntu nodes.
 
+Pod security: the exception to the restricted profile every other pod runs under. The
+driver, container toolkit, device plugin, validator and DCGM daemonsets are privileged by
+nature (they load kernel modules, write the host's container runtime config, open every
+GPU device) and the chart exposes no securityContext for them: the operator sets them.
+They run alone in the `gpu-operator` namespace, apart from every workload of ours. Of
+what the chart does expose, resources are set where there is evidence of need
+(dcgm-exporter); the other operands keep the chart's defaults.
+
 The chart has Helm hooks (a CRD upgrade job on upgrade, CRD and GPUCluster cleanup jobs
 on delete). `helm.v3.Release` runs a real Helm release, hooks included, so upgrades keep
 the operator's CRDs current and `pulumi destroy` cleans up; `helm.v4.Chart` would skip
@@ -28,6 +36,7 @@ from infra.config import StackConfig
 from infra.constants import GPU_OPERATOR_CHART, GPU_OPERATOR_NAMESPACE, ROLE_LABEL
 
 GKE_DRIVER_DIR = "/home/kubernetes/bin/nvidia"
+DCGM_EXPORTER_MEMORY_LIMIT = "1Gi"
 
 
 def resource_quota_manifest() -> dict[str, Any]:
@@ -60,6 +69,14 @@ def gpu_operator_values(stack: StackConfig) -> dict[str, Any]:
         "devicePlugin": {"enabled": operator_mode},
         "dcgmExporter": {
             "enabled": True,
+            # Measured at 400-500 MiB working set, OOM-killed at a 512Mi limit on 8-GPU
+            # nodes (NVIDIA/dcgm-exporter#609, pytorch/ci-infra#1011): a 1Gi limit, and
+            # the Go heap capped below it so the GC runs before the kernel kills.
+            "resources": {
+                "requests": {"cpu": "100m", "memory": "512Mi"},
+                "limits": {"memory": DCGM_EXPORTER_MEMORY_LIMIT},
+            },
+            "env": [{"name": "GOMEMLIMIT", "value": "820MiB"}],
             # DCGM metrics for the GPU dashboard and alerts; needs the ServiceMonitor CRD.
             "serviceMonitor": {"enabled": stack.monitoring},
         },

@@ -16,6 +16,10 @@ import pulumi_kubernetes as k8s
 
 from infra.config import StackConfig
 from infra.constants import KUBERAY_CHART, OPERATOR_NAMESPACE, ROLE_LABEL
+from infra.pod_security import container_security_context, pod_security_context
+
+# The operator image's user (distroless `nonroot`, `USER 65532:65532` in its Dockerfile).
+OPERATOR_UID = 65532
 
 
 def operator_namespace(stack: StackConfig) -> str:
@@ -27,6 +31,10 @@ def kuberay_values(stack: StackConfig) -> dict[str, Any]:
     """Chart values; every key exists in the pinned chart's values.yaml (a test checks)."""
     values: dict[str, Any] = {
         "nodeSelector": {ROLE_LABEL: "system"},
+        # The chart's own container defaults are already restricted; stated here so a
+        # chart upgrade cannot loosen them unnoticed, with the pod-level user and seccomp.
+        "podSecurityContext": pod_security_context(OPERATOR_UID, OPERATOR_UID),
+        "securityContext": container_security_context(),
         "resources": {
             "requests": {"cpu": "100m", "memory": "256Mi"},
             "limits": {"memory": "512Mi"},

@@ -126,6 +126,110 @@ def serve_auth_on(kind: str, props: Mapping[str, Any], config: Mapping[str, Any]
     return problems
 
 
+# Where each kind the program may write keeps its pod spec.
+POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
+    "kubernetes:core/v1:Pod": ("spec",),
+    "kubernetes:apps/v1:Deployment": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:DaemonSet": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:ReplicaSet": ("spec", "template", "spec"),
+    "kubernetes:batch/v1:Job": ("spec", "template", "spec"),
+    "kubernetes:batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+RAYCLUSTER = "kubernetes:ray.io/v1:RayCluster"
+SECCOMP_TYPES = ("RuntimeDefault", "Localhost")
+
+
+def _at(props: Mapping[str, Any], path: Sequence[str]) -> Mapping[str, Any]:
+    node: Any = props
+    for key in path:
+        node = node.get(key) or {}
+    return node
+
+
+def _pod_containers(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+
+
+def _pod_specs(
+    kind: str, props: Mapping[str, Any]
+) -> list[tuple[str, Mapping[str, Any], list[Mapping[str, Any]]]]:
+    """(where, pod spec, containers) of every pod a resource makes; KubeRay's autoscaler
+    sidecar is the head pod's, built from `autoscalerOptions`."""
+    if kind in POD_SPEC_PATHS:
+        spec = _at(props, POD_SPEC_PATHS[kind])
+        return [("pod", spec, _pod_containers(spec))]
+    if kind not in (RAYSERVICE, RAYCLUSTER):
+        return []
+    cluster = _at(props, ("spec", "rayClusterConfig") if kind == RAYSERVICE else ("spec",))
+    head = _at(cluster, ("headGroupSpec", "template", "spec"))
+    head_containers = _pod_containers(head)
+    if cluster.get("enableInTreeAutoscaling"):
+        options = cluster.get("autoscalerOptions") or {}
+        head_containers.append(
+            {
+                "name": "autoscaler",
+                "securityContext": options.get("securityContext"),
+                "resources": options.get("resources"),
+            }
+        )
+    pods = [("head pod", head, head_containers)]
+    for group in cluster.get("workerGroupSpecs") or []:
+        spec = _at(group, ("template", "spec"))
+        pods.append((f"worker group '{group.get('groupName')}'", spec, _pod_containers(spec)))
+    return pods
+
+
+def _container_problems(container: Mapping[str, Any], pod_context: Mapping[str, Any]) -> list[str]:
+    context = container.get("securityContext") or {}
+
+    def effective(key: str) -> Any:  # a container's setting overrides its pod's
+        value = context.get(key)
+        return pod_context.get(key) if value is None else value
+
+    problems = []
+    if effective("runAsNonRoot") is not True:
+        problems.append("runAsNonRoot is not true")
+    if context.get("allowPrivilegeEscalation") is not False:
+        problems.append("allowPrivilegeEscalation is not false")
+    if context.get("privileged"):
+        problems.append("is privileged")
+    capabilities = context.get("capabilities") or {}
+    if "ALL" not in (capabilities.get("drop") or []):
+        problems.append("does not drop ALL capabilities")
+    if any(c != "NET_BIND_SERVICE" for c in capabilities.get("add") or []):
+        problems.append("adds capabilities")
+    if (effective("seccompProfile") or {}).get("type") not in SECCOMP_TYPES:
+        problems.append("has no RuntimeDefault seccomp profile")
+    if context.get("readOnlyRootFilesystem") is not True:
+        problems.append("root filesystem is writable")
+    resources = container.get("resources") or {}
+    if not (resources.get("requests") or {}).get("cpu"):
+        problems.append("has no CPU request")
+    if not (resources.get("limits") or {}).get("memory"):
+        problems.append("has no memory limit")
+    return problems
+
+
+def pod_security_restricted(
+    kind: str, props: Mapping[str, Any], config: Mapping[str, Any]
+) -> list[str]:
+    del config
+    problems = []
+    for where, spec, containers in _pod_specs(kind, props):
+        shared = [key for key in ("hostNetwork", "hostPID", "hostIPC") if spec.get(key)]
+        if shared:
+            problems.append(f"{where}: shares the node's namespaces ({', '.join(shared)})")
+        pod_context = spec.get("securityContext") or {}
+        for container in containers:
+            name = container.get("name")
+            problems += [
+                f"{where}: container '{name}' {problem}"
+                for problem in _container_problems(container, pod_context)
+            ]
+    return problems
+
+
 @dataclass(frozen=True)
 class Rule:
     name: str
@@ -152,4 +256,11 @@ RULES = [
         "gpu-pools-tainted", "GPU node pools are tainted for GPU workloads only.", gpu_pools_tainted
     ),
     Rule("serve-auth-on", "Serve checks API keys on every Ray pod.", serve_auth_on),
+    Rule(
+        "pod-security-restricted",
+        "Every container runs non-root, without privilege escalation or capabilities, with "
+        "the runtime's seccomp profile, a read-only root filesystem, a CPU request and a "
+        "memory limit.",
+        pod_security_restricted,
+    ),
 ]

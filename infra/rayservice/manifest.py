@@ -4,7 +4,9 @@ The head runs no Ray work (`num-cpus: "0"`) on the on-demand `system` pool; each
 group runs on one node pool with that pool's selectors, tolerations and GPU limits; the
 GCS keeps its state in Redis; every Ray pod loads the API-key middleware into Serve's
 HTTP servers (the ingress replicas' behind HAProxy, and Serve's proxy) and mounts the
-Secret of key hashes.
+Secret of key hashes. Every container (Ray, the log shipper, KubeRay's autoscaler sidecar)
+runs as the image's non-root `ray` user under the restricted profile, its root filesystem
+read-only: Ray writes only to the emptyDirs of `RAY_WRITABLE_DIRS` and shared memory.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 from infra.config import Service, StackConfig, WorkerGroup
 from infra.constants import METRICS_PORT, POOL_LABEL, ROLE_LABEL
 from infra.observability.monitoring import ray_head_monitoring_env
+from infra.pod_security import container_security_context, pod_security_context, writable_dirs
 from infra.rayservice.serve_config import SERVE_PORT, ray_process_env, serve_config
 
 # The log-shipping sidecar's module, run from the service's own image.
@@ -30,6 +33,35 @@ REDIS_CA_DIR = "/etc/rayserve/redis-ca"
 REDIS_CA_KEY = "ca.crt"
 AUTH_TOKEN_KEY = "auth_token"  # noqa: S105 - a key name; the key KubeRay reads from authOptions.secretName
 RAY_LOGS_DIR = "/tmp/ray"  # noqa: S108 - Ray's own log root, shared with the log shipper
+# The `ray` user of the rayproject images (docker/base-deps: RAY_UID=1000, RAY_GID=100).
+RAY_UID = 1000
+RAY_GID = 100
+RAY_HOME = "/home/ray"
+HOME_CACHE_DIR = f"{RAY_HOME}/.cache"
+# Every container's root filesystem is read-only: these are where Ray 2.60 and the
+# libraries it loads write (tests/infra/rayservice/test_pod_security.py starts Ray with
+# only these writable). TMPDIR stays unset: Ray would move its session root to $TMPDIR/ray.
+RAY_WRITABLE_DIRS = {
+    # Python's tempfile, Ray's lock files, HAProxy's config and sockets (/tmp/haproxy-serve:
+    # the pod's own, so its mode-666 admin socket is reachable from this pod only).
+    "tmp": "/tmp",  # noqa: S108
+    # Ray's session root: logs, sockets, runtime envs, spilled objects. KubeRay mounts the
+    # autoscaler sidecar on this volume by its name; the log shipper reads it.
+    "ray-logs": RAY_LOGS_DIR,
+    # ~/.cache: Hugging Face, torch and pip/uv caches, and those redirected below.
+    "home-cache": HOME_CACHE_DIR,
+}
+# Caches whose default is outside ~/.cache: under the read-only home, or beside sources.
+CACHE_ENV = {
+    "XDG_CACHE_HOME": HOME_CACHE_DIR,
+    "MPLCONFIGDIR": f"{HOME_CACHE_DIR}/matplotlib",  # default ~/.config/matplotlib
+    "NUMBA_CACHE_DIR": f"{HOME_CACHE_DIR}/numba",  # default beside the sources
+    "TRITON_CACHE_DIR": f"{HOME_CACHE_DIR}/triton",  # default ~/.triton/cache
+    "CUDA_CACHE_PATH": f"{HOME_CACHE_DIR}/nv",  # default ~/.nv/ComputeCache
+}
+# The object store's shared memory, as KubeRay would add it (memory-backed, at most the
+# container's memory limit); declared here so it is reviewed with the rest.
+SHARED_MEMORY = ("shared-mem", "/dev/shm")  # noqa: S108 - a mount point, not a temp file
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 SPOT_TOLERATION = {
     "key": "cloud.google.com/gke-spot",
@@ -114,7 +146,7 @@ def _proxy_probe() -> dict[str, Any]:
 
 def _env(stack: StackConfig, inputs: RayServiceInputs) -> list[dict[str, Any]]:
     process_env = ray_process_env(stack.serve_ingress)
-    env = [{"name": name, "value": value} for name, value in process_env.items()]
+    env = [{"name": name, "value": value} for name, value in (process_env | CACHE_ENV).items()]
     env.append({"name": "RAYSERVE_API_KEYS_FILE", "value": f"{API_KEYS_DIR}/{API_KEYS_FILE_KEY}"})
     if inputs.redis is not None and inputs.redis.ca is not None:
         env.append({"name": "RAY_REDIS_CA_CERT", "value": f"{REDIS_CA_DIR}/{REDIS_CA_KEY}"})
@@ -159,6 +191,8 @@ def _container(
     worker: bool,
 ) -> dict[str, Any]:
     _, mounts = _volumes(inputs)
+    _, writable = writable_dirs(RAY_WRITABLE_DIRS)
+    shm_name, shm_path = SHARED_MEMORY
     limits: dict[str, Any] = {"memory": memory}
     if gpus:
         limits["nvidia.com/gpu"] = gpus
@@ -168,7 +202,8 @@ def _container(
         "imagePullPolicy": "IfNotPresent",
         "env": _env(stack, inputs),
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
-        "volumeMounts": mounts,
+        "securityContext": container_security_context(),
+        "volumeMounts": [*mounts, *writable, {"name": shm_name, "mountPath": shm_path}],
         # Let Serve drain in-flight requests before the pod goes.
         "lifecycle": {"preStop": {"exec": {"command": ["bash", "-c", "sleep 10 && ray stop"]}}},
         "ports": [
@@ -201,6 +236,7 @@ def _log_shipper(image: str) -> dict[str, Any]:
         "image": image,
         "command": ["python", "-m", LOG_SHIPPER_MODULE, f"{RAY_LOGS_DIR}/session_latest/logs"],
         "resources": {"requests": {"cpu": "20m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+        "securityContext": container_security_context(),
         "volumeMounts": [{"name": "ray-logs", "mountPath": RAY_LOGS_DIR, "readOnly": True}],
     }
 
@@ -214,19 +250,18 @@ def _pod_spec(
     ship_logs: bool,
 ) -> dict[str, Any]:
     volumes, _ = _volumes(inputs)
+    writable, _ = writable_dirs(RAY_WRITABLE_DIRS)
+    shm_name, _ = SHARED_MEMORY
+    shared_memory = {"medium": "Memory", "sizeLimit": container["resources"]["limits"]["memory"]}
     containers = [container]
     if ship_logs:
-        volumes = [*volumes, {"name": "ray-logs", "emptyDir": {}}]
-        container["volumeMounts"] = [
-            *container["volumeMounts"],
-            {"name": "ray-logs", "mountPath": RAY_LOGS_DIR},
-        ]
         containers.append(_log_shipper(inputs.image))
     spec: dict[str, Any] = {
+        "securityContext": pod_security_context(RAY_UID, RAY_GID),
         "nodeSelector": node_selector,
         "terminationGracePeriodSeconds": 60,
         "containers": containers,
-        "volumes": volumes,
+        "volumes": [*volumes, *writable, {"name": shm_name, "emptyDir": shared_memory}],
     }
     if tolerations:
         spec["tolerations"] = tolerations
@@ -275,6 +310,24 @@ def _labels(service: Service, role: str) -> dict[str, str]:
     }
 
 
+def _autoscaler_options() -> dict[str, Any]:
+    """The autoscaler sidecar KubeRay adds to the head pod (same image, same pod user)."""
+    return {
+        "upscalingMode": "Default",
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "512Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": container_security_context(),
+        # It writes its logs under Ray's session root (the head's volume, so the dashboard
+        # shows its events) and may use tempfile; nothing else.
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": RAY_WRITABLE_DIRS["tmp"]},
+            {"name": "ray-logs", "mountPath": RAY_LOGS_DIR},
+        ],
+    }
+
+
 def _upgrade_strategy(service: Service) -> dict[str, Any]:
     # NewClusterWithIncrementalUpgrade is refused by config validation (checks.py).
     return {"type": service.upgrade_strategy.type}
@@ -292,13 +345,7 @@ def rayservice_manifest(
     cluster: dict[str, Any] = {
         "rayVersion": RAY_VERSION,
         "enableInTreeAutoscaling": True,
-        "autoscalerOptions": {
-            "upscalingMode": "Default",
-            "resources": {
-                "requests": {"cpu": "500m", "memory": "512Mi"},
-                "limits": {"memory": "512Mi"},
-            },
-        },
+        "autoscalerOptions": _autoscaler_options(),
         "authOptions": {"mode": "token", "secretName": inputs.auth_token.name},
         "headGroupSpec": {
             "rayStartParams": {

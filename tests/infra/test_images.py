@@ -55,16 +55,26 @@ def test_dockerfile_matches_its_services(image: str) -> None:
     )
     base = re.search(r"^FROM (\S+)$", dockerfile, re.MULTILINE)
     assert base is not None
-    assert base.group(1) == f"rayproject/ray:{ray_version}-py311{'-gpu' if needs_gpu else ''}"
+    tag = f"rayproject/ray:{ray_version}-py311{'-gpu' if needs_gpu else ''}"
+    assert re.fullmatch(rf"{re.escape(tag)}(@sha256:[0-9a-f]{{64}})?", base.group(1))
 
     packages = {app.import_path.split(":")[0].split(".")[1] for _, s in users for app in s.apps}
     extras = PYPROJECT["project"]["optional-dependencies"]
     wanted = dict(_pin(req) for package in packages for req in extras[package.replace("_", "-")])
     # The HAProxy data plane (serveIngress: haproxy), at the version pyproject pins.
     wanted |= dict(_pin(r) for r in PYPROJECT["project"]["dependencies"] if "haproxy" in r)
-    install = re.search(r"^RUN pip install --no-cache-dir (.+)$", dockerfile, re.MULTILINE)
+    # Installed under the lock file, copied in first: pip's choice of every transitive
+    # dependency is the one the tests ran with, not whatever is newest at build time.
+    install = re.search(
+        r"^RUN pip install --no-cache-dir --constraint requirements\.lock (.+)$",
+        dockerfile,
+        re.MULTILINE,
+    )
     assert install is not None
     assert dict(map(_pin, install.group(1).split())) == wanted
+    lock_copy = re.search(r"^COPY requirements\.lock \./$", dockerfile, re.MULTILINE)
+    assert lock_copy is not None
+    assert lock_copy.start() < install.start()
 
     builders = [
         f"serve_apps.{package}.{builder}"

@@ -12,32 +12,63 @@ import yaml
 from pulumi.output import Unknown
 
 from infra.config import PROJECT_ROOT
+from infra.config.sources import load_stack_file
+from infra.kuberay import kuberay_values
 from infra.program.runner import UNKNOWN, ProgramRun, shared_run
 from policy.rules import REVIEWED_CHART_IMAGES
 from tests.k8s_schemas import REFERENCE_DIR
 
 POLICY_PYTHON = PROJECT_ROOT / "policy" / "venv" / "bin" / "python"
 PROD_CONFIG = PROJECT_ROOT / "policy" / "prod.json"
-# What a Helm v4 Chart (KubeRay's) registers besides its CRDs: the operator Deployment.
-KUBERAY_DEPLOYMENT = {
-    "type": "kubernetes:apps/v1:Deployment",
-    "urn": "urn:pulumi:prod::rayserve-gke::rayserve-gke:ray:KubeRay$kubernetes:helm.sh/v4:Chart"
-    "$kubernetes:apps/v1:Deployment::kuberay-system/kuberay-operator",
-    "name": "kuberay-system/kuberay-operator",
-    "props": {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "spec": {
-            "template": {
-                "spec": {
-                    "containers": [
-                        {"name": "kuberay-operator", "image": "quay.io/kuberay/operator:v1.7.0"}
-                    ]
+
+
+def _helm_merged(defaults: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """User values over a chart's defaults as Helm merges them (maps deep, null deletes)."""
+    merged = dict(defaults)
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _helm_merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _kuberay_deployment() -> dict[str, Any]:
+    """What the Helm v4 Chart (KubeRay's) registers besides its CRDs: the operator
+    Deployment, its security and resources as the chart's template renders them from the
+    pinned defaults merged with the program's values."""
+    defaults = yaml.safe_load(
+        (REFERENCE_DIR / "kuberay-1.7.0" / "kuberay-operator.values.yaml").read_text()
+    )
+    values = _helm_merged(defaults, kuberay_values(load_stack_file("prod")))
+    image = values["image"]
+    container = {
+        "name": "kuberay-operator",
+        "image": f"{image['repository']}:{image['tag']}",
+        "securityContext": values["securityContext"],
+        "resources": values["resources"],
+    }
+    return {
+        "type": "kubernetes:apps/v1:Deployment",
+        "urn": "urn:pulumi:prod::rayserve-gke::rayserve-gke:ray:KubeRay"
+        "$kubernetes:helm.sh/v4:Chart$kubernetes:apps/v1:Deployment::"
+        "kuberay-system/kuberay-operator",
+        "name": "kuberay-system/kuberay-operator",
+        "props": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "spec": {
+                "template": {
+                    "spec": {
+                        "securityContext": values["podSecurityContext"],
+                        "containers": [container],
+                    }
                 }
-            }
+            },
         },
-    },
-}
+    }
 
 
 def _as_sent(value: Any) -> Any:
@@ -76,7 +107,7 @@ def _analyze(tmp_path: Path, resources: list[dict[str, Any]], prod: bool) -> lis
 def test_the_pack_passes_every_resource_the_program_declares(
     stack: str, mode: str, tmp_path: Path
 ) -> None:
-    resources = [*_resources(shared_run(stack, mode)), KUBERAY_DEPLOYMENT]
+    resources = [*_resources(shared_run(stack, mode)), _kuberay_deployment()]
     assert len(resources) > 50
     found = _analyze(tmp_path, resources, prod=stack == "prod")
     mandatory = [f for f in found if f["level"] == "MANDATORY"]
@@ -96,6 +127,8 @@ def test_the_pack_refuses_what_the_rules_forbid(tmp_path: Path) -> None:
     tagged = json.loads(json.dumps(rayservice).replace("@sha256:", ":tag-"))
     bare = json.loads(json.dumps(rayservice))
     del bare["props"]["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    head = bare["props"]["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    head["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
     chart = {
         "type": "kubernetes:helm.sh/v3:Release",
         "urn": "urn:pulumi:prod::rayserve-gke::kubernetes:helm.sh/v3:Release::x",
@@ -106,6 +139,12 @@ def test_the_pack_refuses_what_the_rules_forbid(tmp_path: Path) -> None:
     by_policy = {(f["urn"].rsplit("::", 1)[-1], f["policy"]) for f in found}
     assert ("rayserve-prod-classifier", "images-pinned-by-digest") in by_policy
     assert ("rayserve-prod-classifier", "gcs-fault-tolerance") in by_policy
+    assert ("rayserve-prod-classifier", "pod-security-restricted") in by_policy
+    # The engine shows the policy's description, then the violation.
+    writable = [
+        f["message"].splitlines()[-1] for f in found if f["policy"] == "pod-security-restricted"
+    ]
+    assert writable == ["head pod: container 'ray-head' root filesystem is writable"]
     assert ("x", "images-pinned-by-digest") in by_policy  # an unreviewed chart version
     assert all(f["level"] == "MANDATORY" for f in found), found
 

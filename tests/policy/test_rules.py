@@ -17,6 +17,7 @@ from policy.rules import (
     gpu_pools_tainted,
     images_pinned_by_digest,
     no_load_balancer_services,
+    pod_security_restricted,
     serve_auth_on,
 )
 
@@ -94,6 +95,86 @@ def test_serve_auth_on(prod_rayservice: dict[str, Any]) -> None:
     ]
 
 
+def _restricted_pod(**pod: Any) -> dict[str, Any]:
+    """A Deployment's pod whose one container meets every check of the rule."""
+    container = {
+        "name": "app",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+        },
+        "resources": {"requests": {"cpu": "10m"}, "limits": {"memory": "64Mi"}},
+    }
+    spec = {
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        **pod,
+    }
+    return {"spec": {"template": {"spec": spec}}}
+
+
+def test_pod_security_restricted_on_workloads() -> None:
+    deployment = "kubernetes:apps/v1:Deployment"
+    good = _restricted_pod()
+    assert pod_security_restricted(deployment, good, {}) == []
+    # Pod-level runAsNonRoot and seccomp count for every container; a container's own
+    # setting overrides them.
+    root = copy.deepcopy(good)
+    container = root["spec"]["template"]["spec"]["containers"][0]
+    container["securityContext"]["runAsNonRoot"] = False
+    assert pod_security_restricted(deployment, root, {}) == [
+        "pod: container 'app' runAsNonRoot is not true"
+    ]
+    loose = copy.deepcopy(good)
+    pod = loose["spec"]["template"]["spec"]
+    del pod["securityContext"]["seccompProfile"]
+    pod["hostNetwork"] = True
+    container = pod["containers"][0]
+    container["securityContext"] = {"privileged": True, "capabilities": {"add": ["SYS_ADMIN"]}}
+    del container["resources"]["limits"]
+    assert pod_security_restricted(deployment, loose, {}) == [
+        "pod: shares the node's namespaces (hostNetwork)",
+        "pod: container 'app' allowPrivilegeEscalation is not false",
+        "pod: container 'app' is privileged",
+        "pod: container 'app' does not drop ALL capabilities",
+        "pod: container 'app' adds capabilities",
+        "pod: container 'app' has no RuntimeDefault seccomp profile",
+        "pod: container 'app' root filesystem is writable",
+        "pod: container 'app' has no memory limit",
+    ]
+    # Init containers count; a CronJob's pod is two templates down.
+    init = _restricted_pod(initContainers=[{"name": "init", "image": "busybox"}])
+    assert "pod: container 'init' has no CPU request" in pod_security_restricted(
+        deployment, init, {}
+    )
+    cron = {"spec": {"jobTemplate": copy.deepcopy(init)}}
+    assert pod_security_restricted("kubernetes:batch/v1:CronJob", cron, {}) == (
+        pod_security_restricted(deployment, init, {})
+    )
+    # Kinds without pods are not its business.
+    assert pod_security_restricted("kubernetes:core/v1:Service", {"spec": {}}, {}) == []
+
+
+def test_pod_security_restricted_on_rayservices(prod_rayservice: dict[str, Any]) -> None:
+    assert pod_security_restricted(RAYSERVICE, prod_rayservice, {}) == []
+    open_pod = copy.deepcopy(prod_rayservice)
+    cluster = open_pod["spec"]["rayClusterConfig"]
+    worker = cluster["workerGroupSpecs"][0]
+    del worker["template"]["spec"]["containers"][0]["securityContext"]
+    del cluster["autoscalerOptions"]["resources"]
+    group = f"worker group '{worker['groupName']}'"
+    assert pod_security_restricted(RAYSERVICE, open_pod, {}) == [
+        "head pod: container 'autoscaler' has no CPU request",
+        "head pod: container 'autoscaler' has no memory limit",
+        f"{group}: container 'ray-worker' allowPrivilegeEscalation is not false",
+        f"{group}: container 'ray-worker' does not drop ALL capabilities",
+        f"{group}: container 'ray-worker' root filesystem is writable",
+    ]  # the pod's runAsNonRoot and seccomp still hold for the container
+    cluster["enableInTreeAutoscaling"] = False  # no sidecar, nothing to check for it
+    assert not any("autoscaler" in p for p in pod_security_restricted(RAYSERVICE, open_pod, {}))
+
+
 @pytest.mark.parametrize(("stack", "config"), [("dev", {}), ("prod", PROD)])
 def test_every_resource_of_the_program_passes_every_rule(
     stack: str, config: dict[str, Any]
@@ -118,4 +199,4 @@ def test_the_pack_registers_every_rule() -> None:
     ]
     (pack,) = calls
     assert "RULES" in ast.unparse(pack)
-    assert len({rule.name for rule in RULES}) == len(RULES) == 6
+    assert len({rule.name for rule in RULES}) == len(RULES) == 7
