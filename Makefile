@@ -29,19 +29,22 @@ stop: $(STAMP)
 status: $(STAMP)
 	$(BIN)/python -m localrun --state-dir $(STATE_DIR) status
 
-## logs: every replica's logs of one app (APP=embeddings), merged in time order
+## logs: every replica's logs of one app (APP=embeddings), or every line of one Ray
+## component (COMPONENT=raylet|gcs|dashboard|dashboard_agent|worker|serve), merged in time order
 logs: $(STAMP)
-	$(BIN)/python -m localrun --state-dir $(STATE_DIR) logs --app $(APP)
+	$(BIN)/python -m localrun --state-dir $(STATE_DIR) logs $(if $(APP),--app $(APP)) \
+		$(if $(COMPONENT),--component $(COMPONENT))
 
 ## test: lint, type-check, then every test (unit, Pulumi mocks, local Ray + Redis)
 test: lint test-tools $(POLICY_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# What the tests run that no Python package ships: promtool (unpacked from the system's
-# prometheus package, no root needed on Debian/Ubuntu) and curl. One line if impossible.
+# What the tests run that no Python package ships: promtool and amtool (unpacked from
+# the system's prometheus and prometheus-alertmanager packages, no root needed on
+# Debian/Ubuntu) and curl. One line if impossible.
 test-tools: $(STAMP)
 	@$(if $(SYSTEM_TOOLS),RAYSERVE_SYSTEM_TOOLS=$(SYSTEM_TOOLS)) \
-		$(BIN)/python -m localrun.toolchain ensure promtool curl
+		$(BIN)/python -m localrun.toolchain ensure promtool amtool curl
 
 ## unit: the fast tests only (no Ray cluster, no model, no external tool): under a minute
 unit: $(STAMP)
@@ -81,11 +84,11 @@ install: $(STAMP)
 
 # torch first: `pip install torch==2.13.0` takes the CPU wheel where one is provided,
 # and the extras' torch pin is then already satisfied.
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -c requirements.lock \
-		-e '.[text-embedding,tabular-classifier,dev,bench]'
+		-e '.[text-embedding,tabular-classifier,dev,bench]' -e clients/python
 	touch $(STAMP)
 
 ## lock: re-pin every transitive dependency after changing pyproject.toml

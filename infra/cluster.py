@@ -7,6 +7,7 @@ one `gcp.container.NodePool` per configured pool; `GkeCluster` only wraps them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import pulumi
@@ -88,9 +89,33 @@ def node_pool_spec(name: str, stack: StackConfig, pool: NodePool) -> dict[str, A
             "location_policy": "ANY" if pool.spot else "BALANCED",
         },
         "management": {"auto_repair": True, "auto_upgrade": True},
-        "upgrade_settings": {"max_surge": 1, "max_unavailable": 0},
+        # Surge upgrades: new nodes join before old ones drain (Ray pods move, PDBs hold).
+        "upgrade_settings": {
+            "strategy": "SURGE",
+            "max_surge": pool.upgrade_max_surge,
+            "max_unavailable": pool.upgrade_max_unavailable,
+        },
         "node_config": node_config,
         "project": stack.gcp_project,
+    }
+
+
+# A Saturday in the past: GKE reads a recurring window's time of day and length from it.
+MAINTENANCE_REFERENCE_DAY = "2026-01-03"
+
+
+def maintenance_policy(stack: StackConfig) -> dict[str, Any]:
+    """A weekly recurring window on `maintenanceDays` from `maintenanceStartUtc`."""
+    start = datetime.fromisoformat(
+        f"{MAINTENANCE_REFERENCE_DAY}T{stack.maintenance_start_utc}:00+00:00"
+    )
+    end = start + timedelta(hours=stack.maintenance_hours)
+    return {
+        "recurring_window": {
+            "start_time": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "end_time": end.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "recurrence": f"FREQ=WEEKLY;BYDAY={stack.maintenance_days}",
+        }
     }
 
 
@@ -113,6 +138,8 @@ def cluster_spec(name: str, stack: StackConfig) -> dict[str, Any]:
         "initial_node_count": 1,
         "deletion_protection": stack.production,
         "release_channel": {"channel": stack.release_channel},
+        # Auto-upgrades (control plane and nodes) only inside these windows.
+        "maintenance_policy": maintenance_policy(stack),
         "min_master_version": KUBERNETES_VERSION.rsplit(".", 1)[0],
         "networking_mode": "VPC_NATIVE",
         "ip_allocation_policy": {

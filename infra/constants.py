@@ -65,3 +65,8 @@ def is_global(stack: StackConfig) -> bool:
 def has_gpu_pools(stack: StackConfig) -> bool:
     """Any GPU node pool: the GPU Operator, GPU dashboards and alerts follow from it."""
     return any(pool.gpu_type for pool in stack.node_pools)
+
+
+# The log shipper beside every Ray container (its requests count against the node).
+LOG_SHIPPER_REQUESTS = {"cpu": "20m", "memory": "64Mi"}
+LOG_SHIPPER_MEMORY_LIMIT = "128Mi"

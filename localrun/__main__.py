@@ -29,7 +29,7 @@ from localrun.localize import local_gpu_count, localize, logical_cpus_needed
 from localrun.processes import LocalRunError, kill_session, port_is_free, session_alive
 from localrun.serve_client import app_summary, applications, deploy, wait_until_running
 from localrun.state import ClusterState
-from serve_apps.logship import LogFollower
+from serve_apps.logship import COMPONENTS, LogFollower
 
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".run"
 
@@ -231,11 +231,24 @@ def status(args: argparse.Namespace) -> int:
 
 
 def logs(args: argparse.Namespace) -> int:
-    """Every replica's log lines of one app, merged in time order."""
+    """Every replica's log lines of one app, or every line of one Ray component (raylet,
+    gcs, worker, ...: the files the cluster's log shipper follows), merged in time order."""
     state = _running_state(args)
     if state is None:
         return 1
     logs_dir = Path(state.temp_dir) / "session_latest" / "logs"
+    if args.component:
+        follower = LogFollower(logs_dir, node="local")
+        records = [r for r in follower.poll() if r["component"] == args.component]
+        if args.app:
+            records = [r for r in records if r.get("application") == args.app]
+        if not records:
+            raise LocalRunError(f"no {args.component} log lines under {logs_dir}")
+        # Stable: lines without a time keep their file order.
+        records.sort(key=lambda r: r.get("time", ""))
+        for record in records:
+            say(f"{record['log_file']} {record['severity']} {record['message']}")
+        return 0
     records = list(LogFollower(logs_dir, f"serve/replica_{args.app}_*.log").poll())
     if not records:
         raise LocalRunError(f"no replica logs of app '{args.app}' under {logs_dir / 'serve'}")
@@ -259,9 +272,18 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--no-redis", action="store_true", help="run without GCS fault tolerance")
     commands.add_parser("down", help="stop the local cluster")
     commands.add_parser("status", help="show apps and replicas")
-    show_logs = commands.add_parser("logs", help="all replicas' logs of one app, merged")
-    show_logs.add_argument("--app", required=True, help="the app's name in the stack config")
+    show_logs = commands.add_parser(
+        "logs", help="all replicas' logs of one app, or one Ray component's, merged"
+    )
+    show_logs.add_argument("--app", help="the app's name in the stack config")
+    show_logs.add_argument(
+        "--component",
+        choices=COMPONENTS,
+        help="a Ray component's lines instead (with --app: only that app's)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "logs" and not (args.app or args.component):
+        parser.error("logs needs --app or --component")
     try:
         return {"up": up, "down": down, "status": status, "logs": logs}[args.command](args)
     except ConfigError as exc:

@@ -28,10 +28,11 @@ def localize(
 ) -> tuple[dict[str, Any], list[str]]:
     """The stack's serve config for this machine, and a note for every change made.
 
-    Only three things change: Serve's HTTP listens on loopback at `http_port`; GPU
+    Only four things change: Serve's HTTP listens on loopback at `http_port`; GPU
     requests become CPU replicas when this machine has no GPU (the apps pick their
-    device at start-up, so the same code runs either way); and memory reservations,
-    sized for cluster nodes, are not made on a laptop.
+    device at start-up, so the same code runs either way); memory reservations, sized
+    for cluster nodes, are not made on a laptop; and pins to worker groups (custom
+    placement resources) are dropped: one machine is every group.
     """
     config = copy.deepcopy(serve_config)
     config["http_options"]["host"] = LOCALHOST
@@ -44,6 +45,12 @@ def localize(
                 notes.append(
                     f"{app['name']}/{dep['name']} reserves memory per replica on the "
                     "cluster; not reserved here"
+                )
+            pinned = options.pop("resources", None)
+            if pinned:
+                notes.append(
+                    f"{app['name']}/{dep['name']} is pinned to {', '.join(sorted(pinned))} on "
+                    "the cluster; here every replica runs on this machine"
                 )
             wanted = options.get("num_gpus", 0)
             if wanted and gpus == 0:

@@ -11,7 +11,7 @@ installed by hand:
 2. the same program already in the venv's `bin/` or on the PATH;
 3. a Debian package's binary unpacked into the venv's `bin/` (`apt-get download` and
    `dpkg-deb -x`: no root, no system change) where the binary needs nothing but libc:
-   promtool;
+   promtool and amtool;
 4. the system package manager, only when that is allowed: as root, or with the opt-in
    `SYSTEM_TOOLS=install` (`RAYSERVE_SYSTEM_TOOLS=install`): apt-get (through sudo when
    not root) or Homebrew;
@@ -65,6 +65,13 @@ SYSTEM_TOOLS: dict[str, SystemTool] = {
     for tool in (
         SystemTool(
             "promtool", "the alert rule tests", "prometheus", "usr/bin/promtool", "prometheus"
+        ),
+        SystemTool(
+            "amtool",
+            "the alert routing tests",
+            "prometheus-alertmanager",
+            "usr/bin/amtool",
+            "alertmanager",
         ),
         SystemTool(
             "curl", "the test that runs the curl lines `make run` prints", "curl", None, "curl"

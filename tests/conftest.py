@@ -8,7 +8,7 @@ import pytest
 from infra.program.runner import ProgramRun, run_program
 
 # What provisioning supplies (localrun.toolchain): hidden from `bare_path`.
-PROVISIONED = {"redis-server", "valkey-server", "promtool", "curl"}
+PROVISIONED = {"redis-server", "valkey-server", "promtool", "amtool", "curl"}
 
 
 # Fixtures that load the embedding model, export its ONNX graph or run an external tool:

@@ -19,21 +19,37 @@ RAY_SERVE = {
 }
 KUBERAY = {"kuberay_service_condition_ready"}
 DCGM = {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_FREE"}
-REDIS_EXPORTER = {"redis_memory_used_bytes", "redis_memory_max_bytes"}
-PROMETHEUS = {"up"}
-KNOWN = RAY_SERVE | KUBERAY | DCGM | REDIS_EXPORTER | PROMETHEUS
+REDIS_EXPORTER = {
+    "redis_memory_used_bytes", "redis_memory_max_bytes", "redis_up", "redis_connected_clients",
+    "redis_cpu_sys_seconds_total", "redis_cpu_user_seconds_total",
+}  # fmt: skip
+# controller-runtime's, as the KubeRay operator exports them.
+CONTROLLER_RUNTIME = {
+    "controller_runtime_reconcile_total",
+    "controller_runtime_reconcile_errors_total",
+}
+# kube-state-metrics (kube-prometheus-stack's subchart).
+KUBE_STATE_METRICS = {
+    "kube_pod_status_phase", "kube_pod_status_unschedulable", "kube_pod_labels",
+    "kube_pod_container_resource_requests", "kube_daemonset_status_number_ready",
+    "kube_daemonset_status_desired_number_scheduled", "kube_deployment_spec_replicas",
+    "kube_deployment_status_replicas_available",
+}  # fmt: skip
+PROMETHEUS = {"up", "prometheus_rule_evaluation_failures_total"}
+KNOWN = RAY_SERVE | KUBERAY | DCGM | REDIS_EXPORTER | CONTROLLER_RUNTIME | PROMETHEUS
+KNOWN |= KUBE_STATE_METRICS
 
 PROMQL_WORDS = {
     "sum", "avg", "max", "min", "count", "rate", "by", "on", "without", "histogram_quantile",
     "avg_over_time", "absent", "le", "and", "or", "unless", "bool", "humanizePercentage",
-    "clamp_min", "label_replace", "max_over_time", "vector",
+    "clamp_min", "label_replace", "max_over_time", "vector", "increase", "changes",
 }  # fmt: skip
 
 
 def metric_names(expr: str) -> set[str]:
     """Metric names in a PromQL expression (label matchers and groupings removed)."""
     expr = re.sub(r"\{[^}]*\}", "", expr)
-    expr = re.sub(r"\b(by|without|on)\s*\([^)]*\)", "", expr)
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", expr)
     expr = re.sub(r"\[[^\]]*\]", "", expr)
     expr = re.sub(r'"[^"]*"', "", expr)  # string arguments (label_replace)
     names = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr))

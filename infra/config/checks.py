@@ -8,11 +8,19 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-from infra.config import gpu_catalog
+from infra.config import gpu_catalog, machines
+from infra.config.apps import app_issues
 from infra.config.errors import ConfigIssue
-from infra.config.fields import GPU_TYPE_NAMES, normalize_route_prefix
-from infra.config.imports import import_path_issue
-from infra.config.models import SYSTEM_POOL, App, NodePool, StackConfig, UpgradeStrategy
+from infra.config.fields import GPU_TYPE_NAMES, normalize_route_prefix, quantity_value
+from infra.config.models import (
+    ACCELERATOR_RESOURCE,
+    SYSTEM_POOL,
+    App,
+    NodePool,
+    StackConfig,
+    UpgradeStrategy,
+)
+from infra.config.sizing import sizing_issues
 from infra.constants import PROJECT_ROOT
 
 
@@ -60,6 +68,17 @@ def _node_pool_issues(cfg: StackConfig) -> list[ConfigIssue]:
                     f"{at}.machineType",
                     f"'{pool.machine_type}' is not a machine type "
                     "(e.g. e2-standard-8, g2-standard-8, a3-highgpu-8g)",
+                )
+            )
+            continue
+        if machines.shape(pool.machine_type) is None:
+            near = machines.near_machine_types(pool.machine_type)
+            allowed = ", ".join(near) if near else "families " + ", ".join(machines.FAMILIES)
+            issues.append(
+                ConfigIssue(
+                    f"{at}.machineType",
+                    f"'{pool.machine_type}' is not a machine type this stack knows the size "
+                    f"of; allowed: {allowed}",
                 )
             )
             continue
@@ -145,14 +164,29 @@ def _service_issues(cfg: StackConfig, project_root: Path) -> list[ConfigIssue]:
                     )
                 )
         issues += _upgrade_issues(service.upgrade_strategy, f"{at}.upgradeStrategy")
+        issues += _duplicates(
+            ((f"{at}.secretEnv[{j}]", n) for j, n in enumerate(service.secret_env)), "variable"
+        )
+        issues += [
+            ConfigIssue(
+                f"{at}.secretEnv[{j}]",
+                f"'{n}' is also in env; allowed: each variable in env or secretEnv, not both",
+            )
+            for j, n in enumerate(service.secret_env)
+            if n in service.env
+        ]
         gpu_pools = [p for p in worker_pools if p.gpu_type]
         capacities = [_safe_gpus(cfg, p) for p in gpu_pools]
         # A pool with an invalid GPU pairing is reported there; its capacity is unknown.
         gpu_capacity = (
             None if None in capacities else max((c for c in capacities if c is not None), default=0)
         )
+        advertised: dict[str, float] = {}
+        for pool in worker_pools:
+            advertised |= cfg.pool_resources(pool)
         for j, app in enumerate(service.apps):
             issues += _app_issues(app, f"{at}.apps[{j}]", gpu_capacity)
+            issues += _placement_issues(app, f"{at}.apps[{j}]", advertised)
     return issues
 
 
@@ -183,10 +217,7 @@ def _upgrade_issues(strategy: UpgradeStrategy, at: str) -> list[ConfigIssue]:
 
 
 def _app_issues(app: App, at: str, gpu_capacity: int | None) -> list[ConfigIssue]:
-    issues = []
-    problem = import_path_issue(app.import_path)
-    if problem:
-        issues.append(ConfigIssue(f"{at}.importPath", problem))
+    issues = app_issues(app, at)
     issues += _duplicates(
         ((f"{at}.deployments[{k}].name", d.name) for k, d in enumerate(app.deployments)),
         "deployment name",
@@ -250,6 +281,34 @@ def _app_issues(app: App, at: str, gpu_capacity: int | None) -> list[ConfigIssue
     return issues
 
 
+def _placement_issues(app: App, at: str, advertised: dict[str, float]) -> list[ConfigIssue]:
+    """Pinned deployments ask only for resources some worker group of theirs advertises."""
+    issues = []
+    for k, dep in enumerate(app.deployments):
+        options = dep.ray_actor_options
+        for key, amount in options.placement.items():
+            where = f"{at}.deployments[{k}].rayActorOptions." + (
+                "accelerator"
+                if key == f"{ACCELERATOR_RESOURCE}{options.accelerator}"
+                else f"resources.{key}"
+            )
+            if key not in advertised:
+                issues.append(
+                    ConfigIssue(
+                        where,
+                        f"no worker group of this service advertises '{key}'; allowed: "
+                        f"{', '.join(sorted(advertised)) or '(no worker groups)'}",
+                    )
+                )
+            elif not 0 < amount <= advertised[key]:
+                issues.append(
+                    ConfigIssue(
+                        where, f"amount {amount:g}; allowed: 0 < amount <= {advertised[key]:g}"
+                    )
+                )
+    return issues
+
+
 def _stack_wide_app_issues(cfg: StackConfig) -> list[ConfigIssue]:
     located = [
         (f"services[{i}].apps[{j}]", app)
@@ -281,6 +340,26 @@ def _cluster_issues(cfg: StackConfig) -> list[ConfigIssue]:
                 "gcpProject",
                 f"'{cfg.gcp_project}' is not a GCP project id (6-30 lowercase letters, "
                 "digits and '-'); required when clusterMode is gke",
+            )
+        )
+    if cfg.production and cfg.redis == "memorystore" and cfg.redis_tier != "STANDARD_HA":
+        issues.append(
+            ConfigIssue(
+                "redisTier",
+                "a production GCS store needs a replica and failover; allowed: STANDARD_HA "
+                "(BASIC is for dev stacks: a Memorystore restart loses the GCS state)",
+            )
+        )
+    if quantity_value(cfg.redis_memory) < REDIS_MIN_MEMORY:
+        issues.append(
+            ConfigIssue("redisMemory", f"{cfg.redis_memory} is too small; allowed: at least 256Mi")
+        )
+    if quantity_value(cfg.redis_volume_size) < 2 * quantity_value(cfg.redis_memory):
+        issues.append(
+            ConfigIssue(
+                "redisVolumeSize",
+                f"{cfg.redis_volume_size} cannot hold an append-only file of {cfg.redis_memory} "
+                "and its rewrite; allowed: at least twice redisMemory",
             )
         )
     if cfg.redis == "memorystore" and cfg.cluster_mode != "gke":
@@ -365,14 +444,56 @@ def _edge_issues(cfg: StackConfig) -> list[ConfigIssue]:
                 f"{cfg.gateway_class}: false (or gatewayClass gke-l7-global-external-managed)",
             )
         )
-    member = re.compile(r"(user|group|serviceAccount|domain):[^\s]+")
+    member = re.compile(
+        r"(user|group|serviceAccount):[^\s@:]+@[a-z0-9.-]+\.[a-z]+|domain:[a-z0-9.-]+\.[a-z]+"
+    )
     for i, value in enumerate(cfg.iap_members):
         if not member.fullmatch(value):
             issues.append(
                 ConfigIssue(
                     f"iapMembers[{i}]",
-                    f"'{value}' is not an IAM member; allowed: user:..., group:..., "
-                    "serviceAccount:..., domain:...",
+                    f"'{value}' is not an IAM member; allowed: user:<email>, group:<email>, "
+                    "serviceAccount:<email>, domain:<domain>",
+                )
+            )
+    # IAM compares emails case-insensitively: `user:A@x.com` and `user:a@x.com` are one.
+    issues += _duplicates(
+        ((f"iapMembers[{i}]", m.lower()) for i, m in enumerate(cfg.iap_members)), "IAP member"
+    )
+    return issues
+
+
+REDIS_MIN_MEMORY = 256 * 2**20  # below this the GCS tables of a small cluster do not fit
+# A public range wider than this is "the internet" as far as the control plane goes.
+WIDEST_AUTHORIZED_PUBLIC_PREFIX = 16
+
+
+# GKE refuses a maintenance policy with less than 48 h of windows in any 32 days.
+MIN_MAINTENANCE_HOURS_PER_32_DAYS = 48
+
+
+def _maintenance_issues(cfg: StackConfig) -> list[ConfigIssue]:
+    days = cfg.maintenance_days.split(",")
+    issues = _duplicates((("maintenanceDays", d) for d in days), "day")
+    # Every 32 days hold at least 4 of each weekday.
+    hours = len(set(days)) * 4 * cfg.maintenance_hours
+    if hours < MIN_MAINTENANCE_HOURS_PER_32_DAYS:
+        issues.append(
+            ConfigIssue(
+                "maintenanceHours",
+                f"{cfg.maintenance_hours} h on {cfg.maintenance_days} gives GKE {hours} h in 32 "
+                f"days; GKE needs at least {MIN_MAINTENANCE_HOURS_PER_32_DAYS}: allowed: more "
+                "maintenanceDays or a longer maintenanceHours",
+            )
+        )
+    for i, pool in enumerate(cfg.node_pools):
+        if pool.upgrade_max_surge + pool.upgrade_max_unavailable == 0:
+            issues.append(
+                ConfigIssue(
+                    f"nodePools[{i}].upgradeMaxSurge",
+                    "upgradeMaxSurge and upgradeMaxUnavailable are both 0, so GKE could never "
+                    "upgrade the pool; allowed: upgradeMaxSurge >= 1 (new nodes first) or "
+                    "upgradeMaxUnavailable >= 1",
                 )
             )
     return issues
@@ -389,7 +510,25 @@ def _control_plane_issues(cfg: StackConfig) -> list[ConfigIssue]:
                 "up, or use controlPlaneAccess dns",
             )
         ]
-    return []
+    issues = []
+    for i, cidr in enumerate(cfg.master_authorized_networks):
+        network = ipaddress.IPv4Network(cidr)
+        if network.prefixlen < WIDEST_AUTHORIZED_PUBLIC_PREFIX and not network.is_private:
+            issues.append(
+                ConfigIssue(
+                    f"masterAuthorizedNetworks[{i}]",
+                    f"'{cidr}' opens the control plane to a large part of the internet; "
+                    f"allowed: public ranges of /{WIDEST_AUTHORIZED_PUBLIC_PREFIX} or "
+                    "narrower (the addresses that run pulumi up and kubectl), or "
+                    "controlPlaneAccess dns (IAM-checked from anywhere)",
+                )
+            )
+    issues += _duplicates(
+        ((f"masterAuthorizedNetworks[{i}]", str(ipaddress.IPv4Network(c)))
+         for i, c in enumerate(cfg.master_authorized_networks)),
+        "network",
+    )  # fmt: skip
+    return issues
 
 
 def _approval_issues(cfg: StackConfig) -> list[ConfigIssue]:
@@ -409,8 +548,10 @@ def stack_issues(cfg: StackConfig, project_root: Path = PROJECT_ROOT) -> list[Co
     return (
         _approval_issues(cfg)
         + _control_plane_issues(cfg)
+        + _maintenance_issues(cfg)
         + _cluster_issues(cfg)
         + _node_pool_issues(cfg)
         + _service_issues(cfg, project_root)
         + _stack_wide_app_issues(cfg)
+        + sizing_issues(cfg)
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -33,6 +34,8 @@ class ConfigError(ValueError):
 def _format_path(loc: Iterable[Any]) -> str:
     path = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a dict key's own error: the key is the path
+            continue
         if isinstance(part, int):
             path += f"[{part}]"
         else:
@@ -73,8 +76,10 @@ def issues_from_validation_error(error: ValidationError) -> list[ConfigIssue]:
         if err["type"] == "extra_forbidden":
             parent = _model_at(loc[:-1])
             if parent is not None:
-                allowed = ", ".join(f.alias or n for n, f in parent.model_fields.items())
-                message = f"unknown key; allowed keys: {allowed}"
+                keys = [f.alias or n for n, f in parent.model_fields.items()]
+                near = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+                hint = f"did you mean '{near[0]}'? " if near else ""
+                message = f"unknown key; {hint}allowed keys: {', '.join(keys)}"
         elif err["type"] == "missing":
             message = "required key is missing"
         elif message.startswith("Value error, "):

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 
 from infra.config import gpu_catalog
+from infra.constants import GPU_OPERATOR_NAMESPACE, MONITORING_NAMESPACE, OPERATOR_NAMESPACE
 
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
@@ -31,7 +32,26 @@ def _k8s_name(max_length: int) -> Any:
 ServiceName = Annotated[str, _k8s_name(40)]
 PoolName = Annotated[str, _k8s_name(40)]
 AppName = Annotated[str, _k8s_name(30)]
-Namespace = Annotated[str, _k8s_name(63)]
+
+# Kubernetes' and GKE's own namespaces, and the ones this stack's operators live in:
+# RayServices there would mix with (and their NetworkPolicies would lock down) others.
+RESERVED_NAMESPACES = frozenset(
+    {"default", OPERATOR_NAMESPACE, MONITORING_NAMESPACE, GPU_OPERATOR_NAMESPACE}
+)
+RESERVED_NAMESPACE_PREFIXES = ("kube-", "gke-", "gmp-")
+
+
+def _check_namespace(value: str) -> str:
+    if value in RESERVED_NAMESPACES or value.startswith(RESERVED_NAMESPACE_PREFIXES):
+        raise ValueError(
+            f"'{value}' is reserved (Kubernetes', GKE's or this stack's operators'); "
+            f"allowed: any other name, not {', '.join(sorted(RESERVED_NAMESPACES))} or "
+            f"{', '.join(p + '*' for p in RESERVED_NAMESPACE_PREFIXES)} (e.g. 'ray')"
+        )
+    return value
+
+
+Namespace = Annotated[str, _k8s_name(63), AfterValidator(_check_namespace)]
 
 _QUANTITY = re.compile(r"^(?P<num>\d+(\.\d+)?)(?P<unit>Ki|Mi|Gi|Ti|Pi|k|M|G|T|P|m)?$")
 _UNITS = {
@@ -74,6 +94,11 @@ def _check_route_prefix(value: str) -> str:
         raise ValueError(
             f"'{value}' is not a route prefix: start with '/', then letters, digits "
             "and . _ ~ - /, no empty segments (e.g. '/embed', '/v1/classify')"
+        )
+    if normalize_route_prefix(value) == "/-" or value.startswith("/-/"):
+        raise ValueError(
+            f"'{value}' is under '/-/', where Serve answers its own health and routes "
+            "checks (/-/healthz, /-/routes); allowed: any other prefix, e.g. '/embed'"
         )
     return value
 
@@ -120,3 +145,33 @@ def _check_ipv4_network(value: str) -> str:
 
 
 Cidr = Annotated[str, AfterValidator(_check_ipv4_network)]
+
+
+# Environment variables Ray, KubeRay and this platform set on Ray containers: an app's
+# `env`/`secretEnv` must not shadow them (a wrong RAY_* or PYTHONPATH breaks the node).
+RESERVED_ENV_PREFIXES = ("RAY_", "RAYSERVE_", "KUBERAY_", "NVIDIA_", "CUDA_")
+RESERVED_ENV_NAMES = frozenset(
+    {
+        "PATH", "HOME", "PYTHONPATH", "TMPDIR", "LD_LIBRARY_PATH", "HOSTNAME",
+        "MY_POD_IP", "MY_POD_NAME", "FQ_RAY_IP", "REDIS_PASSWORD", "OMP_NUM_THREADS",
+        "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "XDG_CACHE_HOME",
+    }
+)  # fmt: skip
+
+
+def _check_env_name(value: str) -> str:
+    if not re.fullmatch(r"^[A-Z_][A-Z0-9_]{0,127}$", value):
+        raise ValueError(
+            f"'{value}' is not an environment variable name: use A-Z, 0-9 and _, not "
+            "starting with a digit (e.g. HF_TOKEN, MODEL_REVISION)"
+        )
+    if value in RESERVED_ENV_NAMES or value.startswith(RESERVED_ENV_PREFIXES):
+        raise ValueError(
+            f"'{value}' is set by Ray, KubeRay or this platform; allowed: any other name, not "
+            f"{', '.join(p + '*' for p in RESERVED_ENV_PREFIXES)} or "
+            f"{', '.join(sorted(RESERVED_ENV_NAMES))}"
+        )
+    return value
+
+
+EnvName = Annotated[str, AfterValidator(_check_env_name)]

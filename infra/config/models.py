@@ -13,6 +13,7 @@ from infra.config.fields import (
     AppName,
     Cidr,
     DeploymentName,
+    EnvName,
     GpuTypeName,
     ImportPath,
     Namespace,
@@ -43,8 +44,15 @@ class NodePool(_Model):
     )
     spot: bool = Field(False, description="Spot VMs (never for `system`).")
     min_nodes: int = Field(0, ge=0, description="Autoscaler minimum nodes (per zone).")
-    max_nodes: int = Field(3, ge=1, description="Autoscaler maximum nodes (per zone).")
+    # GKE's limit: 1,000 nodes per node pool per zone.
+    max_nodes: int = Field(3, ge=1, le=1000, description="Autoscaler maximum nodes (per zone).")
     disk_size_gb: int = Field(100, ge=20, le=65536, description="Boot disk size.")
+    upgrade_max_surge: int = Field(
+        1, ge=0, le=100, description="Extra nodes GKE adds while upgrading the pool."
+    )
+    upgrade_max_unavailable: int = Field(
+        0, ge=0, le=100, description="Nodes GKE may take down at once while upgrading."
+    )
 
 
 class Autoscaling(_Model):
@@ -58,12 +66,36 @@ class Autoscaling(_Model):
     downscale_delay_s: float = Field(600.0, ge=0)
 
 
+# Every worker pod advertises these custom Ray resources (`pool:<name>`, and
+# `accelerator:<gpuType>` on GPU pools), so a deployment can be pinned to its hardware.
+POOL_RESOURCE = "pool:"
+ACCELERATOR_RESOURCE = "accelerator:"
+# Units each pod advertises: a pinned replica takes 1, so pinning never limits packing.
+PLACEMENT_UNITS = 1000
+
+
 class RayActorOptions(_Model):
     """Resources one replica reserves."""
 
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
     memory: Quantity | None = None
+    accelerator: GpuTypeName | None = Field(
+        None, description="Run only on worker groups whose pool has this GPU type."
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per replica: `pool:<nodePool>` or "
+        "`accelerator:<gpuType>` pins to those worker groups.",
+    )
+
+    @property
+    def placement(self) -> dict[str, float]:
+        """The custom resources one replica needs (`accelerator` is shorthand)."""
+        wanted = dict(self.resources)
+        if self.accelerator:
+            wanted[ACCELERATOR_RESOURCE + self.accelerator] = 1.0
+        return wanted
 
 
 class Deployment(_Model):
@@ -134,6 +166,14 @@ class Service(_Model):
     worker_groups: list[WorkerGroup] = Field(min_length=1)
     apps: list[App] = Field(min_length=1)
     upgrade_strategy: UpgradeStrategy = UpgradeStrategy()
+    env: dict[EnvName, str] = Field(
+        default_factory=dict, description="Plain environment variables of the Ray containers."
+    )
+    secret_env: list[EnvName] = Field(
+        default_factory=list,
+        description="Environment variables whose values come from the secret `appSecrets` "
+        "(ESC), `{service: {NAME: value}}`, through a Kubernetes Secret.",
+    )
 
     @property
     def image_dir(self) -> str:
@@ -149,6 +189,19 @@ class StackConfig(_Model):
     zone: str = Field("", description="Zone for a zonal cluster; empty = regional.")
     release_channel: Literal["RAPID", "REGULAR", "STABLE"] = Field(
         "REGULAR", description="GKE release channel."
+    )
+    maintenance_days: str = Field(
+        "SA,SU",
+        pattern=r"^(MO|TU|WE|TH|FR|SA|SU)(,(MO|TU|WE|TH|FR|SA|SU))*$",
+        description="Days (UTC) GKE may upgrade the control plane and nodes: MO,TU,...",
+    )
+    maintenance_start_utc: str = Field(
+        "02:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="Start of each day's maintenance window, HH:MM UTC.",
+    )
+    maintenance_hours: int = Field(
+        6, ge=4, le=24, description="Length of each maintenance window (GKE: at least 4 h)."
     )
     cluster_mode: Literal["gke", "existing"] = Field(
         "gke", description="Create GKE, or use an existing cluster's kubeconfig context."
@@ -188,6 +241,19 @@ class StackConfig(_Model):
     )
     redis: Literal["in-cluster", "memorystore", "none"] = Field(
         "in-cluster", description="Redis behind the GCS for fault tolerance."
+    )
+    redis_tier: Literal["STANDARD_HA", "BASIC"] = Field(
+        "STANDARD_HA", description="Memorystore tier: STANDARD_HA (replica, failover) or BASIC."
+    )
+    redis_memory_gb: int = Field(
+        1, ge=1, le=300, description="Memorystore capacity in GB (its maxmemory)."
+    )
+    redis_cpu: Quantity = Field("250m", description="In-cluster Redis CPU request.")
+    redis_memory: Quantity = Field(
+        "1Gi", description="In-cluster Redis memory (request = limit); maxmemory is 75% of it."
+    )
+    redis_volume_size: Quantity = Field(
+        "10Gi", description="In-cluster Redis volume (AOF): at least twice redisMemory."
     )
     domain: str = Field(
         "", description="Public DNS name of the Serve API; ray.<domain>, grafana.<domain> too."
@@ -242,6 +308,20 @@ class StackConfig(_Model):
     alert_redis_memory_percent: int = Field(
         80, ge=1, le=100, description="Page when the GCS Redis uses more of maxmemory."
     )
+    alert_redis_connected_clients: int = Field(
+        200, ge=1, description="Warn when the GCS Redis has more clients (only GCSs connect)."
+    )
+    alert_redis_cpu_percent: int = Field(
+        80, ge=1, le=100, description="Warn when the GCS Redis uses more of one core."
+    )
+    alert_pod_pending_minutes: int = Field(
+        15, ge=1, description="Warn when a Ray pod stays Pending longer than this."
+    )
+    alert_slack_channel: str = Field(
+        "#rayserve-alerts",
+        pattern=r"^#[a-z0-9][a-z0-9._-]{0,79}$",
+        description="Slack channel warnings go to, posted with alertSlackToken.",
+    )
     node_pools: list[NodePool] = Field(min_length=1)
     services: list[Service] = Field(min_length=1)
 
@@ -252,6 +332,13 @@ class StackConfig(_Model):
 
     def pool(self, name: str) -> NodePool | None:
         return next((p for p in self.node_pools if p.name == name), None)
+
+    def pool_resources(self, pool: NodePool) -> dict[str, float]:
+        """The custom Ray resources every worker pod on `pool` advertises."""
+        advertised = {POOL_RESOURCE + pool.name: float(PLACEMENT_UNITS)}
+        if pool.gpu_type:
+            advertised[ACCELERATOR_RESOURCE + pool.gpu_type] = float(PLACEMENT_UNITS)
+        return advertised
 
     def gpus_per_node(self, pool: NodePool) -> int:
         """GPUs on one node of a (validated) pool; 0 for CPU pools."""

@@ -2,7 +2,8 @@
 route behind the proxies' API-key check; the Ray dashboards and Grafana only behind IAP.
 
 Hostnames: the Serve API at `<domain>`, Ray dashboards at `ray.<domain>/<service>/`,
-Grafana at `grafana.<domain>` (its own host, so it needs no sub-path configuration).
+Grafana at `ray.<domain>/-/grafana/` (the dashboards frame its panels from their own
+origin); `grafana.<domain>` redirects there.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from infra.constants import (
     SERVE_PORT,
     is_global,
 )
+from infra.observability.monitoring import GRAFANA_PATH
 from infra.rayservice.manifest import serve_service_name
 
 GATEWAY_NAME = "rayserve"
@@ -144,8 +146,29 @@ def dashboard_route(stack: StackConfig, service: Service) -> dict[str, Any]:
 
 
 def grafana_route(stack: StackConfig) -> dict[str, Any]:
-    rule = {"backendRefs": [{"name": GRAFANA_SERVICE, "port": 80}]}
-    return _route(stack, "grafana", MONITORING_NAMESPACE, [hostnames(stack)["grafana"]], [rule])
+    """Grafana under the Ray dashboards' host, so the dashboards can frame its panels from
+    their own origin: one IAP session, no third-party cookie (README: Observability).
+    The path is stripped: Grafana serves from / and writes links under its root_url."""
+    rewrite = {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}
+    rule = {
+        "matches": _prefix(GRAFANA_PATH),
+        "filters": [{"type": "URLRewrite", "urlRewrite": rewrite}],
+        "backendRefs": [{"name": GRAFANA_SERVICE, "port": 80}],
+    }
+    return _route(stack, "grafana", MONITORING_NAMESPACE, [hostnames(stack)["ray"]], [rule])
+
+
+def grafana_redirect_route(stack: StackConfig) -> dict[str, Any]:
+    """grafana.<domain> keeps working: it sends the browser to Grafana's one origin."""
+    redirect = {
+        "scheme": "https",
+        "hostname": hostnames(stack)["ray"],
+        "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": GRAFANA_PATH},
+        "statusCode": 302,
+    }
+    rule = {"filters": [{"type": "RequestRedirect", "requestRedirect": redirect}]}
+    hosts = [hostnames(stack)["grafana"]]
+    return _route(stack, "grafana-redirect", MONITORING_NAMESPACE, hosts, [rule])
 
 
 def redirect_route(stack: StackConfig) -> dict[str, Any]:
@@ -187,6 +210,11 @@ def serve_backend_policy(stack: StackConfig, service: Service, armor: str | None
         "metadata": {"name": name, "namespace": stack.namespace},
         "spec": {"default": default, "targetRef": _target(name, stack.namespace)},
     }
+
+
+def iap_member_local_part(member: str) -> str:
+    """`user:alice@example.com` -> `alice` (how IAM members were first named here)."""
+    return member.split(":", 1)[1].split("@", maxsplit=1)[0]
 
 
 def iap_backend_policy(name: str, namespace: str, client_id: Any) -> dict[str, Any]:
@@ -231,6 +259,7 @@ def edge_objects(
     if stack.monitoring:
         objects += [
             grafana_route(stack),
+            grafana_redirect_route(stack),
             health_check_policy(
                 GRAFANA_SERVICE, MONITORING_NAMESPACE, "/api/health", GRAFANA_POD_PORT
             ),
@@ -360,13 +389,24 @@ class Edge(pulumi.ComponentResource):
                 opts=child,
             )
         self.address = address.address
-        for member in stack.iap_members:
+        local_parts = [iap_member_local_part(m) for m in stack.iap_members]
+        for member, local_part in zip(stack.iap_members, local_parts, strict=True):
+            # Named by the whole member: `user:a@x.com` and `group:a@y.com` share a local
+            # part. The old local-part name stays an alias where it was unique.
+            old = f"{name}-iap-{local_part}"
             gcp.projects.IAMMember(
-                f"{name}-iap-{member.split(':', 1)[1].split('@')[0]}",
+                f"{name}-iap-{member.replace(':', '-')}",
                 project=stack.gcp_project,
                 role="roles/iap.httpsResourceAccessor",
                 member=member,
-                opts=child,
+                opts=pulumi.ResourceOptions.merge(
+                    child,
+                    pulumi.ResourceOptions(
+                        aliases=[pulumi.Alias(name=old)]
+                        if local_parts.count(local_part) == 1
+                        else []
+                    ),
+                ),
             )
         armor_name = None
         if stack.cloud_armor and is_global(stack):

@@ -1,3 +1,4 @@
-"""Layer 5, observability: `monitoring` (kube-prometheus-stack, PodMonitors, the
-component), `alerts` (the PrometheusRule) and `dashboards` (Grafana). Built before the
+"""Layer 5, observability: `monitoring` (kube-prometheus-stack, PodMonitors, Alertmanager's
+routing, the component), `alerts` (the PrometheusRule), `dashboards` (Grafana) and
+`cloud_alerts` (Cloud Monitoring: Memorystore, GKE scale-ups). Built before the
 operators: their ServiceMonitors need its CRDs."""

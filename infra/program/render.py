@@ -86,16 +86,6 @@ def charts_of(run: ProgramRun) -> list[dict[str, Any]]:
     return [chart(r) for r in run.resources if r.type in HELM_TYPES]
 
 
-# What each stack's ESC environment supplies, as render's stand-ins: only Secrets carry
-# them (written without data) except the IAP client id, which is not secret to Google.
-RENDER_SECRETS: dict[str, Any] = {
-    "apiKeyHashes": {"(from ESC apiKeyHashes)": "0" * 64},
-    "redisPassword": "(from ESC redisPassword)",
-    "grafanaAdminPassword": "(from ESC grafanaAdminPassword)",
-    "alertWebhookUrl": "https://alerts.invalid/(from ESC alertWebhookUrl)",
-    "iapOAuthClientId": "(from ESC iapOAuthClientId)",
-    "iapOAuthClientSecret": "(from ESC iapOAuthClientSecret)",
-}
 
 
 def program_objects(
@@ -156,7 +146,7 @@ def file_name(obj: dict[str, Any]) -> str:
 
 def render(stack_name: str, out: Path, run: ProgramRun | None = None) -> list[Path]:
     """Write every object and chart of the stack's preview under `out`."""
-    run = run or run_program(stack_name, mode="preview", secrets=RENDER_SECRETS)
+    run = run or run_program(stack_name, mode="preview")  # ESC's keys: stand-ins
     files = {file_name(o): without_secret_values(o) for o in objects_of(run)}
     files |= {f"helm/{c['chart']}.yaml": c for c in charts_of(run)}
     written = []

@@ -14,11 +14,19 @@ from infra.config import Service, StackConfig
 from infra.rayservice.manifest import (
     RedisConnection,
     api_keys_secret,
+    app_env_secret,
     auth_token_secret,
     rayservice_inputs,
     rayservice_manifest,
 )
 from infra.rayservice.upgrades import FINGERPRINT_ANNOTATION
+
+
+def app_secrets_of(app_secrets: pulumi.Output[Any] | None, service: str) -> Any:
+    """One service's `secretEnv` values out of the `appSecrets` secret (still secret)."""
+    if app_secrets is None:
+        return None
+    return app_secrets.apply(lambda by_service: by_service.get(service, {}))
 
 
 @dataclass
@@ -38,6 +46,8 @@ class RayServiceArgs:
     verdict: pulumi.Input[str]
     """The upgrade guard's verdict on this service's rayClusterConfig: its fingerprint,
     or a failed Output when the replacement is refused (the CR is then never sent)."""
+    app_secrets: pulumi.Input[dict[str, str]] | None = None
+    """The values of the service's `secretEnv` variables (secret config `appSecrets`)."""
 
 
 class RayService(pulumi.ComponentResource):
@@ -73,6 +83,15 @@ class RayService(pulumi.ComponentResource):
                 opts=child,
             ),
         ]
+        if service.secret_env:
+            secrets.append(
+                k8s.core.v1.Secret(
+                    f"{name}-app-env",
+                    metadata={"name": app_env_secret(service), "namespace": namespace},
+                    string_data=pulumi.Output.secret(cast(Any, args.app_secrets or {})),
+                    opts=child,
+                )
+            )
         inputs = rayservice_inputs(args.stack, service, args.image, args.redis)
         manifest: dict[str, Any] = rayservice_manifest(args.stack, service, inputs)
         metadata = manifest["metadata"]

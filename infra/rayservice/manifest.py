@@ -11,6 +11,7 @@ read-only: Ray writes only to the emptyDirs of `RAY_WRITABLE_DIRS` and shared me
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -21,6 +22,7 @@ from infra.config import Service, StackConfig, WorkerGroup
 from infra.constants import METRICS_PORT, POOL_LABEL, ROLE_LABEL
 from infra.observability.monitoring import ray_head_monitoring_env
 from infra.pod_security import container_security_context, pod_security_context, writable_dirs
+from infra.rayservice.disruption import priority_class_name
 from infra.rayservice.serve_config import SERVE_PORT, ray_process_env, serve_config
 
 # The log-shipping sidecar's module, run from the service's own image.
@@ -107,6 +109,11 @@ def api_keys_secret(service: Service) -> SecretKey:
     return SecretKey(f"{service.name}-api-keys", API_KEYS_FILE_KEY)
 
 
+def app_env_secret(service: Service) -> str:
+    """The Secret holding the service's `secretEnv` values (one key per variable)."""
+    return f"{service.name}-app-env"
+
+
 def rayservice_inputs(
     stack: StackConfig, service: Service, image: Any, redis: RedisConnection | None
 ) -> RayServiceInputs:
@@ -144,12 +151,21 @@ def _proxy_probe() -> dict[str, Any]:
     }
 
 
-def _env(stack: StackConfig, inputs: RayServiceInputs) -> list[dict[str, Any]]:
+def _env(stack: StackConfig, service: Service, inputs: RayServiceInputs) -> list[dict[str, Any]]:
     process_env = ray_process_env(stack.serve_ingress)
-    env = [{"name": name, "value": value} for name, value in (process_env | CACHE_ENV).items()]
+    env: list[dict[str, Any]] = [
+        {"name": name, "value": value} for name, value in (process_env | CACHE_ENV).items()
+    ]
     env.append({"name": "RAYSERVE_API_KEYS_FILE", "value": f"{API_KEYS_DIR}/{API_KEYS_FILE_KEY}"})
     if inputs.redis is not None and inputs.redis.ca is not None:
         env.append({"name": "RAY_REDIS_CA_CERT", "value": f"{REDIS_CA_DIR}/{REDIS_CA_KEY}"})
+    # The apps' own settings (names checked against the ones above: config/fields.py).
+    env += [{"name": name, "value": value} for name, value in service.env.items()]
+    secret = app_env_secret(service)
+    env += [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": name}}}
+        for name in service.secret_env
+    ]
     return env
 
 
@@ -187,6 +203,7 @@ def _container(
     cpu: str,
     memory: str,
     *,
+    service: Service,
     gpus: int,
     worker: bool,
 ) -> dict[str, Any]:
@@ -200,7 +217,7 @@ def _container(
         "name": name,
         "image": inputs.image,
         "imagePullPolicy": "IfNotPresent",
-        "env": _env(stack, inputs),
+        "env": _env(stack, service, inputs),
         "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
         "securityContext": container_security_context(),
         "volumeMounts": [*mounts, *writable, {"name": shm_name, "mountPath": shm_path}],
@@ -247,6 +264,7 @@ def _pod_spec(
     node_selector: dict[str, str],
     tolerations: list[dict[str, Any]],
     *,
+    role: str,
     ship_logs: bool,
 ) -> dict[str, Any]:
     volumes, _ = _volumes(inputs)
@@ -258,6 +276,8 @@ def _pod_spec(
         containers.append(_log_shipper(inputs.image))
     spec: dict[str, Any] = {
         "securityContext": pod_security_context(RAY_UID, RAY_GID),
+        # Heads outrank workers, workers the rest (infra/rayservice/disruption.py).
+        "priorityClassName": priority_class_name(inputs.namespace, role),
         "nodeSelector": node_selector,
         "terminationGracePeriodSeconds": 60,
         "containers": containers,
@@ -283,7 +303,14 @@ def worker_group_spec(
         selector["cloud.google.com/gke-spot"] = "true"
         tolerations.append(SPOT_TOLERATION)
     container = _container(
-        "ray-worker", stack, inputs, group.cpu, group.memory, gpus=gpus, worker=True
+        "ray-worker",
+        stack,
+        inputs,
+        group.cpu,
+        group.memory,
+        service=service,
+        gpus=gpus,
+        worker=True,
     )
     return {
         "groupName": pool.name,
@@ -291,12 +318,27 @@ def worker_group_spec(
         "minReplicas": group.min_replicas,
         "maxReplicas": group.max_replicas,
         "idleTimeoutSeconds": group.idle_timeout_seconds,
-        "rayStartParams": {"metrics-export-port": str(METRICS_PORT)},
+        "rayStartParams": {
+            "metrics-export-port": str(METRICS_PORT),
+            # Placement resources (`pool:<name>`, `accelerator:<gpuType>`) deployments pin
+            # to; KubeRay passes the value to `ray start --resources` as is.
+            "resources": json.dumps(json.dumps(stack.pool_resources(pool), sort_keys=True)),
+        },
         "template": {
             "metadata": {"labels": _labels(service, "worker")},
-            "spec": _pod_spec(
-                inputs, container, selector, tolerations, ship_logs=stack.log_shipping
-            ),
+            # Autoscaler v2 tracks workers by pod: a crashed worker is replaced, not restarted
+            # in place under the same pod (Ray's guidance for v2 on KubeRay).
+            "spec": {
+                **_pod_spec(
+                    inputs,
+                    container,
+                    selector,
+                    tolerations,
+                    role="worker",
+                    ship_logs=stack.log_shipping,
+                ),
+                "restartPolicy": "Never",
+            },
         },
     }
 
@@ -313,6 +355,8 @@ def _labels(service: Service, role: str) -> dict[str, str]:
 def _autoscaler_options() -> dict[str, Any]:
     """The autoscaler sidecar KubeRay adds to the head pod (same image, same pod user)."""
     return {
+        # Autoscaler v2 honours each group's idleTimeoutSeconds (v1 has one timeout for all).
+        "version": "v2",
         "upscalingMode": "Default",
         "resources": {
             "requests": {"cpu": "500m", "memory": "512Mi"},
@@ -338,7 +382,14 @@ def rayservice_manifest(
 ) -> dict[str, Any]:
     """The RayService custom resource of one service."""
     head = _container(
-        "ray-head", stack, inputs, service.head.cpu, service.head.memory, gpus=0, worker=False
+        "ray-head",
+        stack,
+        inputs,
+        service.head.cpu,
+        service.head.memory,
+        service=service,
+        gpus=0,
+        worker=False,
     )
     if stack.monitoring:
         head["env"] += ray_head_monitoring_env()
@@ -356,7 +407,12 @@ def rayservice_manifest(
             "template": {
                 "metadata": {"labels": _labels(service, "head")},
                 "spec": _pod_spec(
-                    inputs, head, {ROLE_LABEL: "system"}, [], ship_logs=stack.log_shipping
+                    inputs,
+                    head,
+                    {ROLE_LABEL: "system"},
+                    [],
+                    role="head",
+                    ship_logs=stack.log_shipping,
                 ),
             },
         },

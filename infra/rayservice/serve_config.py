@@ -33,12 +33,50 @@ DIRECT_INGRESS_PORTS = (30000, 31000)
 # How long a stopping ingress replica keeps its port before closing. Ray's default
 # (30 s) is sized for outside load balancers; our HAProxys hear of a removed replica
 # from the controller within a config reload and retry refused connections, so 5 s is
-# plenty and scale-downs and upgrades finish sooner.
+# plenty and scale-downs and upgrades finish sooner (docs/reliability.md: no failed
+# request in the scale-down, churn and new-version drills at 5 s).
 DIRECT_INGRESS_DRAIN_S = 5
+# HAProxy's settings we rely on (Ray's template reads them from the environment; a test,
+# tests/infra/rayservice/test_haproxy_template.py, renders Ray's template with them).
+# A replica answers 408 itself at requestTimeoutS; HAProxy's `timeout server` (none by
+# default) only cuts a replica that cannot answer at all (hung, stopped), which would
+# otherwise hold the request and its HAProxy connection forever.
+HAPROXY_SERVER_TIMEOUT_MARGIN_S = 5
+# Connect to a replica: a few seconds means the replica is gone, so `retry-on
+# conn-failure` + `option redispatch` try another one while the request has time.
+HAPROXY_CONNECT_TIMEOUT_S = 5
+# Access log off, on purpose: Ray's template logs every request at `info` (it cannot
+# be limited to errors), which would double the log volume the replicas' own JSON
+# access log already ships; HAProxy's own failures (no server, timeouts, refused
+# connections) are counted in Serve's HTTP metrics from HAProxy's per-request metrics
+# socket. A loopback UDP port nobody listens on drops the lines in the kernel; a file
+# (stdout) would grow without rotation in /tmp, a missing unix socket would print an
+# alert per line to HAProxy's stderr.
+HAPROXY_LOG_TARGET = "127.0.0.1:514"
 
 
-def ray_process_env(ingress: ServeIngress) -> dict[str, str]:
-    """The environment of every Ray process, on the cluster and under `make run` alike."""
+def haproxy_env(request_timeout_s: int) -> dict[str, str]:
+    """HAProxy's timeouts and log target, derived from the stack (`serveIngress: haproxy`)."""
+    server_timeout_s = request_timeout_s + HAPROXY_SERVER_TIMEOUT_MARGIN_S
+    return {
+        "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": str(server_timeout_s),
+        "RAY_SERVE_HAPROXY_TIMEOUT_CONNECT_S": str(HAPROXY_CONNECT_TIMEOUT_S),
+        # An idle client (the load balancer's kept-alive connection) like Serve's own
+        # keep-alive, longer than the balancer's 600 s.
+        "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(KEEP_ALIVE_TIMEOUT_S),
+        # After a reload the old HAProxy finishes its requests, then stops: never before
+        # the longest request may end, or a reload cuts it (Ray's default is 120 s, less
+        # than prod's 125 s server timeout).
+        "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": str(
+            server_timeout_s + HAPROXY_SERVER_TIMEOUT_MARGIN_S
+        ),
+        "RAY_SERVE_HAPROXY_LOG_TARGET": HAPROXY_LOG_TARGET,
+    }
+
+
+def ray_process_env(ingress: ServeIngress, request_timeout_s: int | None = None) -> dict[str, str]:
+    """The environment of every Ray process, on the cluster and under `make run` alike
+    (`request_timeout_s`: the stack's requestTimeoutS; its default when not given)."""
     env = {
         # The API-key middleware. Serve runs it in its proxy (`proxy`) or in the
         # ingress replicas' own HTTP servers (`haproxy`): either way every route but the
@@ -58,6 +96,9 @@ def ray_process_env(ingress: ServeIngress) -> dict[str, str]:
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(high),
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DIRECT_INGRESS_DRAIN_S),
         }
+        if request_timeout_s is None:
+            request_timeout_s = int(StackConfig.model_fields["request_timeout_s"].default)
+        env |= haproxy_env(request_timeout_s)
     return env
 
 
@@ -66,6 +107,8 @@ def deployment_config(dep: Deployment) -> dict[str, Any]:
     actor_options: dict[str, Any] = {"num_cpus": options.num_cpus, "num_gpus": options.num_gpus}
     if options.memory is not None:
         actor_options["memory"] = int(quantity_value(options.memory))
+    if options.placement:  # pinned to the worker groups advertising these (manifest)
+        actor_options["resources"] = options.placement
     config: dict[str, Any] = {
         "name": dep.name,
         "max_ongoing_requests": dep.max_ongoing_requests,

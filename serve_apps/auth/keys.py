@@ -39,6 +39,11 @@ def parse_key_hashes(document: object) -> dict[str, str]:
         if not isinstance(name, str) or not KEY_NAME_PATTERN.fullmatch(name):
             raise KeyFileError(f"key name {name!r} must match {KEY_NAME_PATTERN.pattern}")
         digest = value.removeprefix("sha256:").lower() if isinstance(value, str) else ""
+        if isinstance(value, str) and value.startswith(KEY_PREFIX):
+            raise KeyFileError(
+                f"key '{name}': the value is a raw API key, not its hash; store the output "
+                "of `python -m serve_apps.auth hash` (and treat that key as leaked)"
+            )
         if not _HEX_DIGEST.fullmatch(digest):
             raise KeyFileError(f"key '{name}': the value must be a SHA-256 hex digest")
         hashes[name] = digest

@@ -1,7 +1,7 @@
 """`POST {"instances": [{feature: value, ...}]}` -> class probabilities, batched.
 
 No `from __future__ import annotations` here: Serve reads the builder's parameter
-annotation at run time to validate `args` into `ClassifierArgs`.
+annotation at run time to validate `args` into `ClassifierArgs` (config.py).
 """
 
 import asyncio
@@ -15,24 +15,11 @@ from ray.serve import Application
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from serve_apps.common.batching import BatchingConfig
 from serve_apps.common.http import RequestError, read_json_model
+from serve_apps.tabular_classifier.config import ClassifierArgs, ClassifierUserConfig
 
 # Strict: a feature is a JSON number, not "1.5" or true; and finite.
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
-
-
-class ClassifierArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model_path: str | None = Field(
-        None, description="default: the trained artifact in $RAYSERVE_MODEL_DIR"
-    )
-    max_instances_per_request: int = Field(512, ge=1, le=100_000)
-
-
-class ClassifierUserConfig(BatchingConfig):
-    decision_threshold: float = Field(0.5, gt=0, lt=1)
 
 
 class ClassifyRequest(BaseModel):

@@ -4,16 +4,16 @@ On CPU the model runs on ONNX Runtime (the graph `export_onnx` bakes into the im
 CUDA on torch; `runtime` picks one explicitly (runtimes.py).
 
 No `from __future__ import annotations` here: Serve reads the builder's parameter
-annotation at run time to validate `args` into `EmbeddingArgs`.
+annotation at run time to validate `args` into `EmbeddingArgs` (config.py).
 """
 
 import asyncio
 import logging
-from typing import Any, Literal, Self
+from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from ray.serve import Application
 from starlette.requests import Request
@@ -21,35 +21,13 @@ from starlette.responses import Response
 
 from serve_apps.common.batching import BatchingConfig
 from serve_apps.common.http import RequestError, read_json_model
+from serve_apps.text_embedding.config import EmbeddingArgs
 from serve_apps.text_embedding.runtimes import make_encoder
 
 MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 EMBEDDING_DIM = 384
 
 logger = logging.getLogger("ray.serve")
-
-
-class EmbeddingArgs(BaseModel):
-    """Builder args: fixed for the life of a deployment."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_texts_per_request: int = Field(256, ge=1, le=4096)
-    max_text_chars: int = Field(2000, ge=1, le=100_000)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # auto: ONNX Runtime on CPU (the graph export_onnx baked into the image), torch on CUDA.
-    runtime: Literal["auto", "torch", "onnx"] = "auto"
-    # None: the replica's share of the CPUs (OMP_NUM_THREADS, which Ray sets per actor).
-    intra_op_threads: int | None = Field(None, ge=1, le=256)
-
-    @model_validator(mode="after")
-    def _onnx_runs_on_cpu(self) -> Self:
-        if self.runtime == "onnx" and self.device == "cuda":
-            raise ValueError(
-                "runtime 'onnx' runs on CPU only (the image ships the CPU onnxruntime); "
-                "use runtime 'torch' or 'auto' with device 'cuda'"
-            )
-        return self
 
 
 class EmbedRequest(BaseModel):

@@ -9,7 +9,7 @@ import pytest
 from infra.cluster import GPU_TAINT, NO_GKE_DEVICE_PLUGIN_LABEL, cluster_spec, node_pool_spec
 from infra.config import StackConfig, gpu_catalog
 from infra.config.sources import load_stack_file
-from infra.program.runner import ProgramRun
+from infra.program.runner import ProgramRun, shared_run
 from tests.infra.helpers import STACKS
 
 NODE_POOL = "gcp:container/nodePool:NodePool"
@@ -138,3 +138,35 @@ def test_nodes_may_only_read_the_stacks_registry(program: tuple[str, ProgramRun]
     assert project_roles == {"roles/container.defaultNodeServiceAccount"}
     (reader,) = run.of_type("gcp:artifactregistry/repositoryIamMember:RepositoryIamMember")
     assert reader.inputs["role"] == "roles/artifactregistry.reader"
+
+
+@pytest.mark.parametrize("stack_name", STACKS)
+def test_upgrades_happen_in_the_maintenance_window_by_surge(stack_name: str) -> None:
+    """Auto-upgrade stays on; it runs only in the configured window, and node pools
+    surge (new nodes first) as configured, in the program's real resources."""
+    run = shared_run(stack_name)
+    (cluster,) = [r for r in run.resources if r.type == CLUSTER]
+    window = cluster.inputs["maintenancePolicy"]["recurringWindow"]
+    assert window["recurrence"] == "FREQ=WEEKLY;BYDAY=SA,SU"
+    assert window["startTime"].endswith("T02:00:00Z")
+    assert window["endTime"].endswith("T08:00:00Z")  # 6 h, GKE's 48 h in 32 days: 2 x 4 x 6
+    for pool in [r for r in run.resources if r.type == NODE_POOL]:
+        assert pool.inputs["management"]["autoUpgrade"] is True
+        assert pool.inputs["upgradeSettings"] == {
+            "strategy": "SURGE", "maxSurge": 1, "maxUnavailable": 0
+        }  # fmt: skip
+
+
+def test_maintenance_window_follows_config() -> None:
+    stack = _with(
+        load_stack_file("prod"),
+        maintenance_days="TU,WE,TH",
+        maintenance_start_utc="22:30",
+        maintenance_hours=5,
+    )
+    window = cluster_spec("s", stack)["maintenance_policy"]["recurring_window"]
+    assert window == {
+        "start_time": "2026-01-03T22:30:00Z",
+        "end_time": "2026-01-04T03:30:00Z",  # past midnight: the window spans two days
+        "recurrence": "FREQ=WEEKLY;BYDAY=TU,WE,TH",
+    }

@@ -45,18 +45,20 @@ def test_the_gcs_redis_comes_from_the_venv_without_any_on_the_path(
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="Debian/Ubuntu only")
-def test_promtool_is_unpacked_into_the_venv_without_the_package_manager(
-    bare_path: str, tmp_path: Path
+@pytest.mark.parametrize("tool", ["promtool", "amtool"])
+def test_the_alerting_tools_are_unpacked_into_the_venv_without_the_package_manager(
+    tool: str, bare_path: str, tmp_path: Path
 ) -> None:
     bin_dir = tmp_path / "venv-bin"
     # --no-system: only `apt-get download` + `dpkg-deb -x`, nothing installed system-wide.
-    done = _ensure_cli(["promtool", "--no-system", "--bin-dir", str(bin_dir)], bare_path)
+    done = _ensure_cli([tool, "--no-system", "--bin-dir", str(bin_dir)], bare_path)
     assert done.returncode == 0, done.stderr
-    promtool = bin_dir / "promtool"
-    assert not (Path(bare_path) / "promtool").exists()
-    version = subprocess.run([promtool, "--version"], capture_output=True, text=True, check=True)
-    assert "promtool, version" in version.stdout + version.stderr
-    assert list(DEB_CACHE.glob("prometheus_*.deb")), "the .deb is kept for the next venv"
+    binary = bin_dir / tool
+    assert not (Path(bare_path) / tool).exists()
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    assert f"{tool}, version" in version.stdout + version.stderr
+    package = toolchain.SYSTEM_TOOLS[tool].deb_package
+    assert list(DEB_CACHE.glob(f"{package}_*.deb")), "the .deb is kept for the next venv"
 
 
 def test_without_any_way_to_install_the_user_reads_one_line(tmp_path: Path) -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Annotated, Any, Literal, get_args, get_origin
@@ -25,9 +23,8 @@ from infra.config import (
 )
 from infra.config.sources import declared_config, load_pulumi_config, load_stack_file
 from infra.program.runner import ProgramRun, engine_config
+from tests.infra.config.mutations import Mutation, deleting, duplicating, setting, updating
 from tests.infra.helpers import STACKS, stack_values
-
-Mutation = Callable[[dict[str, Any]], None]
 
 
 def rejected(values: dict[str, Any]) -> ConfigError:
@@ -98,49 +95,6 @@ def test_unknown_stack_names_the_allowed_stacks() -> None:
 # key path of the change, whose message says what is allowed.
 
 
-def _at(values: dict[str, Any], path: str) -> tuple[Any, str | int]:
-    """The container holding `path` (`services[0].apps[1].name`) and its last key."""
-    *parents, last = [int(p) if p.isdigit() else p for p in re.findall(r"[^.\[\]]+", path)]
-    target: Any = values
-    for part in parents:
-        target = target[part]
-    return target, last
-
-
-def setting(path: str, value: Any) -> Mutation:
-    def mutate(values: dict[str, Any]) -> None:
-        target, key = _at(values, path)
-        target[key] = value
-
-    return mutate
-
-
-def updating(path: str, **changes: Any) -> Mutation:
-    def mutate(values: dict[str, Any]) -> None:
-        target, key = _at(values, path)
-        target[key].update(changes)
-
-    return mutate
-
-
-def deleting(path: str) -> Mutation:
-    def mutate(values: dict[str, Any]) -> None:
-        target, key = _at(values, path)
-        del target[key]
-
-    return mutate
-
-
-def duplicating(path: str) -> Mutation:
-    """Appends a copy of the list item at `path` to its list."""
-
-    def mutate(values: dict[str, Any]) -> None:
-        target, key = _at(values, path)
-        target.append(copy.deepcopy(target[key]))
-
-    return mutate
-
-
 def extra_pool(machine_type: str, **gpu: Any) -> Mutation:
     """Adds a node pool `extra` (prod has four: it becomes nodePools[4])."""
 
@@ -171,7 +125,7 @@ def _has(message: str, fragment: str) -> bool:
 IMPORT_PATH = "services[0].apps[0].importPath"
 KUBERNETES_NAME = "is not a valid Kubernetes name: use lowercase letters, digits and '-'"
 NOT_A_BUILDER = "is not a builder import path: use 'serve_apps.<package>.<module>:"
-UNKNOWN_KEY = "^unknown key; allowed keys: "
+UNKNOWN_KEY = "^unknown key; "
 NOT_ON_SYSTEM_POOL = "allowed: spot: false, no gpuType"
 ALL_GPU_TYPES = ", ".join(GPU_TYPE_NAMES)
 
@@ -309,6 +263,7 @@ ONE_MISTAKE = [
          setting("gatewayClass", "gke-l7-regional-external-managed"), "cloudArmor",
          "allowed with gke-l7-regional-external-managed: false"),
     case("unknown-top-level-key", "dev", setting("regoin", "us-east1"), "regoin", UNKNOWN_KEY,
+         "did you mean 'region'? allowed keys: ",
          "region", "zone", "nodePools", "services", "prometheusVolumeSize"),
     case("unknown-node-pool-key", "dev", setting("nodePools[1].gpus", 1), "nodePools[1].gpus",
          UNKNOWN_KEY,
@@ -525,10 +480,22 @@ def test_pulumi_config_matches_the_stack_file(
     assert load_pulumi_config() == load_stack_file(stack)
 
 
-def test_pulumi_config_ignores_other_secrets(pulumi_config: Callable[..., None]) -> None:
+def test_pulumi_config_reads_past_known_secrets(pulumi_config: Callable[..., None]) -> None:
+    config = {**engine_config("dev"), f"{PROJECT}:grafanaAdminPassword": "a-long-password"}
+    pulumi_config("dev", config, [f"{PROJECT}:grafanaAdminPassword"])
+    assert load_pulumi_config() == load_stack_file("dev")
+
+
+def test_pulumi_config_names_an_unknown_secret_key(pulumi_config: Callable[..., None]) -> None:
+    """A typo'd secret would be silently unused: it is an error with the near miss."""
     config = {**engine_config("dev"), f"{PROJECT}:apiKeys": "ciphertext-stand-in"}
     pulumi_config("dev", config, [f"{PROJECT}:apiKeys"])
-    assert load_pulumi_config() == load_stack_file("dev")
+    with pytest.raises(ConfigError) as info:
+        load_pulumi_config()
+    (issue,) = info.value.issues
+    assert issue.path == "apiKeys"
+    assert "unknown secret key; did you mean 'apiKeyHashes'?" in issue.message
+    assert "ciphertext-stand-in" not in str(info.value)
 
 
 def test_pulumi_config_rejects_a_secret_stack_config_key(

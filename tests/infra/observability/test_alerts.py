@@ -47,133 +47,274 @@ def _latency_series(app: str, slow: bool) -> list[dict[str, str]]:
     if slow:
         buckets = {"10": "0+0x30", "1000": "0+10x30", "5000": "0+100x30", "+Inf": "0+100x30"}
     return [
-        _series("ray_serve_http_request_latency_ms_bucket", {"application": app, "le": le}, v)
+        _series(
+            "ray_serve_http_request_latency_ms_bucket",
+            {"namespace": "ray", "rayservice": "serving", "application": app, "le": le},
+            v,
+        )
         for le, v in buckets.items()
     ]
 
 
-def promtool_tests(stack: StackConfig) -> list[dict[str, Any]]:
-    rules = _rules(stack)
+def _scenario(series: list[dict[str, str]], checks: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"interval": "1m", "input_series": series, "alert_rule_test": checks}
+
+
+def _quiet(at: str, *names: str) -> list[dict[str, Any]]:
+    return [{"eval_time": at, "alertname": name, "exp_alerts": []} for name in names]
+
+
+def _fires(
+    rules: dict[str, dict[str, Any]], at: str, name: str, *labels: dict[str, str]
+) -> dict[str, Any]:
+    return {"eval_time": at, "alertname": name,
+            "exp_alerts": [_expected(rules[name], one) for one in labels]}  # fmt: skip
+
+
+def serve_tests(stack: StackConfig, rules: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     apps = [app for service in stack.services for app in service.apps]
     hot, calm = apps[0].name, apps[1].name
-    serving = {"namespace": "ray", "ray_io_cluster": "serving-x1"}
+    # Our PodMonitors give every Ray series its pod's namespace and RayService.
+    svc = {"namespace": "ray", "rayservice": "serving"}
+    serving = {**svc, "ray_io_cluster": "serving-x1"}
+    ok = {**svc, "ray_io_cluster": "ok-x2"}
     series = [
         _series("kuberay_service_condition_ready", {"namespace": "ray", "name": "broken", "condition": "false"}, "1x20"),
         _series("kuberay_service_condition_ready", {"namespace": "ray", "name": "fine", "condition": "true"}, "1x20"),
         _series("up", {**serving, "ray_node_type": "head"}, "0x20"),
-        _series("up", {"namespace": "ray", "ray_io_cluster": "ok-x2", "ray_node_type": "head"}, "1x20"),
-        _series("ray_serve_num_http_requests_total", {"application": hot}, "0+100x20"),
-        _series("ray_serve_num_http_requests_total", {"application": calm}, "0+100x20"),
-        _series("ray_serve_num_http_error_requests_total", {"application": hot, "error_code": "500"}, "0+10x20"),
-        _series("ray_serve_num_http_error_requests_total", {"application": calm, "error_code": "503"}, "0+3x20"),
-        _series("ray_serve_deployment_queued_queries", {"application": hot, "deployment": "D"}, f"{stack.alert_queued_requests + 30}x20"),
-        _series("ray_serve_deployment_queued_queries", {"application": calm, "deployment": "D"}, "3x20"),
+        _series("up", {**ok, "ray_node_type": "head"}, "1x20"),
+        _series("ray_serve_num_http_requests_total", {**svc, "application": hot}, "0+100x20"),
+        _series("ray_serve_num_http_requests_total", {**svc, "application": calm}, "0+100x20"),
+        _series("ray_serve_num_http_error_requests_total", {**svc, "application": hot, "error_code": "500"}, "0+10x20"),
+        _series("ray_serve_num_http_error_requests_total", {**svc, "application": calm, "error_code": "503"}, "0+3x20"),
+        _series("ray_serve_deployment_queued_queries", {**svc, "application": hot, "deployment": "D"}, f"{stack.alert_queued_requests + 30}x20"),
+        _series("ray_serve_deployment_queued_queries", {**svc, "application": calm, "deployment": "D"}, "3x20"),
         # A backlog at serving-x1's ingress (HAProxy mode: it waits inside the replicas).
         _series("ray_serve_num_ongoing_http_requests", {**serving, "node": "a"}, f"{stack.alert_queued_requests + 158}x20"),
         _series("ray_serve_replica_processing_queries", {**serving, "replica": "a"}, "64x20"),
         _series("ray_serve_replica_processing_queries", {**serving, "replica": "b"}, "64x20"),
-        _series("ray_serve_num_ongoing_http_requests", {"namespace": "ray", "ray_io_cluster": "ok-x2"}, "70x20"),
-        _series("ray_serve_replica_processing_queries", {"namespace": "ray", "ray_io_cluster": "ok-x2"}, "64x20"),
-        _series("ray_serve_deployment_replica_healthy", {"application": hot, "deployment": "D", "replica": "a"}, "0x20"),
-        _series("ray_serve_deployment_replica_healthy", {"application": hot, "deployment": "D", "replica": "b"}, "1x20"),
-        _series("ray_serve_deployment_replica_healthy", {"application": calm, "deployment": "D", "replica": "c"}, "1x20"),
+        _series("ray_serve_num_ongoing_http_requests", ok, "70x20"),
+        _series("ray_serve_replica_processing_queries", ok, "64x20"),
+        _series("ray_serve_deployment_replica_healthy", {**svc, "application": hot, "deployment": "D", "replica": "a"}, "0x20"),
+        _series("ray_serve_deployment_replica_healthy", {**svc, "application": hot, "deployment": "D", "replica": "b"}, "1x20"),
+        _series("ray_serve_deployment_replica_healthy", {**svc, "application": calm, "deployment": "D", "replica": "c"}, "1x20"),
         *_latency_series(hot, slow=True),
         *_latency_series(calm, slow=False),
     ]  # fmt: skip
     fired = {
-        "RayServiceNotReady": [{"namespace": "ray", "name": "broken"}],
+        "RayServiceNotReady": [{"namespace": "ray", "name": "broken", "rayservice": "broken"}],
         "RayHeadDown": [serving],
         "RayHeadMetricsMissing": [],
-        "ServeHighErrorRatio": [{"application": hot}],
-        "ServeRequestsRejected": [{"application": calm}],
-        "ServeQueueHigh": [{"application": hot, "deployment": "D"}],
+        "ServeHighErrorRatio": [{**svc, "application": hot}],
+        "ServeRequestsRejected": [{**svc, "application": calm}],
+        "ServeQueueHigh": [{**svc, "application": hot, "deployment": "D"}],
         "ServeIngressBacklog": [serving],
-        "ServeReplicasUnhealthy": [{"application": hot, "deployment": "D"}],
+        "ServeReplicasUnhealthy": [{**svc, "application": hot, "deployment": "D"}],
     }
     for app in apps:
         name = next(a for a in rules if a.startswith("ServeP99LatencyHigh") and
                     rules[a]["annotations"]["summary"].startswith(f"{app.name} "))  # fmt: skip
-        fired[name] = [{"application": app.name}] if app.name == hot else []
-    tests: list[dict[str, Any]] = [
-        {
-            "interval": "1m",
-            "input_series": series,
-            "alert_rule_test": [
-                # Before `for:` has passed nothing fires; at 19m every alert above does.
-                *({"eval_time": "2m", "alertname": name, "exp_alerts": []} for name in fired),
-                *(
-                    {
-                        "eval_time": "19m",
-                        "alertname": name,
-                        "exp_alerts": [_expected(rules[name], labels) for labels in fired[name]],
-                    }
-                    for name in fired
-                ),
-            ],
-        },
-        {   # no head scraped at all
-            "interval": "1m",
-            "input_series": [_series("up", {"job": "other"}, "1x30")],
-            "alert_rule_test": [
-                {"eval_time": "10m", "alertname": "RayHeadMetricsMissing", "exp_alerts": []},
-                {
-                    "eval_time": "20m",
-                    "alertname": "RayHeadMetricsMissing",
-                    "exp_alerts": [_expected(rules["RayHeadMetricsMissing"], {"ray_node_type": "head"})],
-                },
-            ],
-        },
+        fired[name] = [{**svc, "application": app.name}] if app.name == hot else []
+    return [
+        # Before `for:` has passed nothing fires; at 19m every alert above does.
+        _scenario(series, [*_quiet("2m", *fired),
+                           *(_fires(rules, "19m", name, *fired[name]) for name in fired)]),
+        # no head scraped at all
+        _scenario([_series("up", {"job": "other"}, "1x30")], [
+            *_quiet("10m", "RayHeadMetricsMissing"),
+            _fires(rules, "20m", "RayHeadMetricsMissing", {"ray_node_type": "head"}),
+        ]),
     ]  # fmt: skip
+
+
+def platform_tests(stack: StackConfig, rules: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    operator = {"job": "kuberay-operator", "namespace": "kuberay-system"}
+    pending = stack.alert_pod_pending_minutes
+
+    def pod(name: str, namespace: str = "ray") -> dict[str, str]:
+        return {"namespace": namespace, "pod": name}
+
+    def labels(name: str, group: str, namespace: str = "ray") -> dict[str, str]:
+        return {**pod(name, namespace), "label_app_kubernetes_io_instance": "serving",
+                "label_ray_io_group": group}  # fmt: skip
+
+    total = f"{pending + 30}"
+    pods = [
+        # no GPU node: unschedulable, asks for a GPU
+        _series("kube_pod_status_phase", {**pod("w-gpu"), "phase": "Pending"}, f"1x{total}"),
+        _series("kube_pod_status_unschedulable", pod("w-gpu"), f"1x{total}"),
+        _series("kube_pod_container_resource_requests", {**pod("w-gpu"), "container": "ray-worker", "resource": "nvidia_com_gpu", "unit": "integer"}, f"1x{total}"),
+        _series("kube_pod_container_resource_requests", {**pod("w-gpu"), "container": "ray-worker", "resource": "cpu", "unit": "core"}, f"4x{total}"),
+        _series("kube_pod_labels", labels("w-gpu", "l4"), f"1x{total}"),
+        # no node fits, no GPU asked
+        _series("kube_pod_status_phase", {**pod("w-cpu"), "phase": "Pending"}, f"1x{total}"),
+        _series("kube_pod_status_unschedulable", pod("w-cpu"), f"1x{total}"),
+        _series("kube_pod_container_resource_requests", {**pod("w-cpu"), "container": "ray-worker", "resource": "cpu", "unit": "core"}, f"4x{total}"),
+        _series("kube_pod_labels", labels("w-cpu", "cpu"), f"1x{total}"),
+        # scheduled, image still pulling
+        _series("kube_pod_status_phase", {**pod("w-pull"), "phase": "Pending"}, f"1x{total}"),
+        _series("kube_pod_labels", labels("w-pull", "cpu"), f"1x{total}"),
+        # quiet: Pending only for 3 minutes, then running
+        _series("kube_pod_status_phase", {**pod("w-quick"), "phase": "Pending"}, f"1x3 0x{total}"),
+        _series("kube_pod_labels", labels("w-quick", "cpu"), f"1x{total}"),
+        # quiet: Pending in another namespace, and a Pending pod that is not Ray's
+        _series("kube_pod_status_phase", {**pod("x", "other"), "phase": "Pending"}, f"1x{total}"),
+        _series("kube_pod_labels", labels("x", "cpu", "other"), f"1x{total}"),
+        _series("kube_pod_status_phase", {**pod("not-ray"), "phase": "Pending"}, f"1x{total}"),
+        _series("kube_pod_labels", pod("not-ray"), f"1x{total}"),
+    ]  # fmt: skip
+    waiting = [
+        {**pod(name), "rayservice": "serving", "ray_group": group, "reason": reason}
+        for name, group, reason in [
+            ("w-gpu", "l4", "NoGpuNode"),
+            ("w-cpu", "cpu", "Unschedulable"),
+            ("w-pull", "cpu", "ContainersNotStarted"),
+        ]
+    ]
+    down_job = [_series("up", {"namespace": "monitoring", "job": "a", "instance": str(i)},
+                        "0x30" if i == 0 else "1x30") for i in range(5)]  # fmt: skip
+    fine_job = [_series("up", {"namespace": "monitoring", "job": "b", "instance": str(i)},
+                        "0x30" if i == 0 else "1x30") for i in range(11)]  # fmt: skip
+    return [
+        # The operator answers for 10 minutes, then stops: pages 10 minutes later.
+        _scenario([_series("up", operator, "1x10 0x30")], [
+            *_quiet("15m", "KubeRayOperatorDown"),
+            _fires(rules, "25m", "KubeRayOperatorDown", {}),
+        ]),
+        # A healthy operator, and gone entirely (no target at all): both as meant.
+        _scenario([_series("up", operator, "1x40")], _quiet("30m", "KubeRayOperatorDown")),
+        _scenario([_series("up", {"job": "other"}, "1x40")], [
+            _fires(rules, "30m", "KubeRayOperatorDown", {}),
+        ]),
+        # 20% of RayService reconciles fail; 1 in 60 RayCluster reconciles does.
+        _scenario([
+            _series("controller_runtime_reconcile_total", {**operator, "controller": "rayservice", "result": "success"}, "0+48x40"),
+            _series("controller_runtime_reconcile_total", {**operator, "controller": "rayservice", "result": "error"}, "0+12x40"),
+            _series("controller_runtime_reconcile_errors_total", {**operator, "controller": "rayservice"}, "0+12x40"),
+            _series("controller_runtime_reconcile_total", {**operator, "controller": "raycluster", "result": "success"}, "0+59x40"),
+            _series("controller_runtime_reconcile_total", {**operator, "controller": "raycluster", "result": "error"}, "0+1x40"),
+            _series("controller_runtime_reconcile_errors_total", {**operator, "controller": "raycluster"}, "0+1x40"),
+        ], [
+            *_quiet("10m", "KubeRayReconcileErrors"),
+            _fires(rules, "30m", "KubeRayReconcileErrors",
+                   {"namespace": "kuberay-system", "controller": "rayservice"}),
+        ]),
+        _scenario(pods, [
+            *_quiet(f"{pending - 2}m", "RayPodPending"),
+            _fires(rules, f"{pending + 5}m", "RayPodPending", *waiting),
+        ]),
+        # One rule group keeps failing, another does not.
+        _scenario([
+            _series("prometheus_rule_evaluation_failures_total", {"namespace": "monitoring", "rule_group": "rayserve;broken"}, "0+1x40"),
+            _series("prometheus_rule_evaluation_failures_total", {"namespace": "monitoring", "rule_group": "rayserve;fine"}, "0x40"),
+        ], [
+            *_quiet("5m", "PrometheusRuleEvaluationFailures"),
+            _fires(rules, "25m", "PrometheusRuleEvaluationFailures",
+                   {"namespace": "monitoring", "rule_group": "rayserve;broken"}),
+        ]),
+        # 1 of 5 targets down (20%) fires; 1 of 11 (9%) does not.
+        _scenario(down_job + fine_job, [
+            *_quiet("10m", "PrometheusScrapeTargetsDown"),
+            _fires(rules, "20m", "PrometheusScrapeTargetsDown", {"namespace": "monitoring", "job": "a"}),
+        ]),
+    ]  # fmt: skip
+
+
+def gpu_tests(rules: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    gpu = {"gpu": "0", "Hostname": "gke-l4-1"}
+    operator = {"namespace": "gpu-operator"}
+    return [
+        _scenario([
+            _series("DCGM_FI_DEV_FB_USED", gpu, "95x200"),
+            _series("DCGM_FI_DEV_FB_FREE", gpu, "5x200"),
+            _series("DCGM_FI_DEV_FB_USED", {**gpu, "gpu": "1"}, "50x200"),
+            _series("DCGM_FI_DEV_FB_FREE", {**gpu, "gpu": "1"}, "50x200"),
+            _series("DCGM_FI_DEV_GPU_UTIL", {**gpu, "pod": "embeddings-worker"}, "2x200"),
+            _series("DCGM_FI_DEV_GPU_UTIL", {**gpu, "gpu": "1", "pod": "busy"}, "80x200"),
+            _series("DCGM_FI_DEV_GPU_UTIL", {**gpu, "gpu": "2", "pod": ""}, "0x200"),
+        ], [
+            *_quiet("5m", "GpuMemoryNearFull"),
+            _fires(rules, "15m", "GpuMemoryNearFull", gpu),
+            *_quiet("50m", "GpuAllocatedButIdle"),
+            _fires(rules, "150m", "GpuAllocatedButIdle", {**gpu, "pod": "embeddings-worker"}),
+        ]),
+        # dcgm-exporter runs on 1 of 2 GPU nodes, the operator has no pod; the rest is ready.
+        _scenario([
+            _series("kube_daemonset_status_number_ready", {**operator, "daemonset": "nvidia-dcgm-exporter"}, "1x30"),
+            _series("kube_daemonset_status_desired_number_scheduled", {**operator, "daemonset": "nvidia-dcgm-exporter"}, "2x30"),
+            _series("kube_daemonset_status_number_ready", {**operator, "daemonset": "gpu-feature-discovery"}, "2x30"),
+            _series("kube_daemonset_status_desired_number_scheduled", {**operator, "daemonset": "gpu-feature-discovery"}, "2x30"),
+            _series("kube_deployment_status_replicas_available", {**operator, "deployment": "gpu-operator"}, "0x30"),
+            _series("kube_deployment_spec_replicas", {**operator, "deployment": "gpu-operator"}, "1x30"),
+            _series("kube_deployment_status_replicas_available", {"namespace": "ray", "deployment": "x"}, "0x30"),
+            _series("kube_deployment_spec_replicas", {"namespace": "ray", "deployment": "x"}, "1x30"),
+        ], [
+            *_quiet("10m", "GpuOperatorComponentsNotReady"),
+            _fires(rules, "20m", "GpuOperatorComponentsNotReady",
+                   {**operator, "daemonset": "nvidia-dcgm-exporter"},
+                   {**operator, "deployment": "gpu-operator"}),
+        ]),
+    ]  # fmt: skip
+
+
+def redis_tests(stack: StackConfig, rules: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    # As our PodMonitor labels the exporter of `serving`'s GCS Redis.
+    redis = {"namespace": "ray", "rayservice": "serving", "pod": "serving-gcs-redis-0"}
+    target = {**redis, "job": "monitoring/gcs-redis"}
+    calm = {**target, "rayservice": "calm", "pod": "calm-gcs-redis-0"}
+    clients = stack.alert_redis_connected_clients
+    # CPU-seconds per minute of samples: 0.6 + 0.6 = 1.2 cores; the calm one 0.1.
+    return [
+        _scenario([
+            _series("redis_memory_used_bytes", target, "900x30"),
+            _series("redis_memory_max_bytes", target, "1000x30"),
+            _series("redis_memory_used_bytes", calm, "100x30"),
+            _series("redis_memory_max_bytes", calm, "1000x30"),
+            _series("redis_connected_clients", target, f"{clients + 50}x30"),
+            _series("redis_connected_clients", calm, "4x30"),
+            _series("redis_cpu_sys_seconds_total", target, "0+36x30"),
+            _series("redis_cpu_user_seconds_total", target, "0+36x30"),
+            _series("redis_cpu_sys_seconds_total", calm, "0+3x30"),
+            _series("redis_cpu_user_seconds_total", calm, "0+3x30"),
+            _series("redis_up", target, "1x30"),
+            _series("up", target, "1x30"),
+            _series("redis_up", calm, "1x30"),
+            _series("up", calm, "1x30"),
+        ], [
+            *_quiet("5m", "GcsRedisMemoryHigh", "GcsRedisClientsHigh", "GcsRedisCpuHigh"),
+            _fires(rules, "15m", "GcsRedisMemoryHigh", target),
+            _fires(rules, "15m", "GcsRedisClientsHigh", target),
+            _fires(rules, "15m", "GcsRedisCpuHigh", redis),
+            *_quiet("25m", "GcsRedisDown"),
+        ]),
+        # One exporter answers but its Redis does not; another's pod is crashing (its
+        # target is down); a third is fine.
+        _scenario([
+            _series("redis_up", target, "1x5 0x30"), _series("up", target, "1x35"),
+            _series("up", calm, "1x5 0x30"),
+            _series("redis_up", {**calm, "rayservice": "fine", "pod": "fine-0"}, "1x35"),
+            _series("up", {**calm, "rayservice": "fine", "pod": "fine-0"}, "1x35"),
+        ], [
+            *_quiet("8m", "GcsRedisDown"),
+            _fires(rules, "15m", "GcsRedisDown", redis, {**redis, "rayservice": "calm",
+                                                        "pod": "calm-gcs-redis-0"}),
+        ]),
+        # No exporter scraped at all (every Redis pod is gone).
+        _scenario([_series("up", {"job": "other"}, "1x30")], [
+            _fires(rules, "10m", "GcsRedisDown", {}),
+        ]),
+    ]  # fmt: skip
+
+
+def promtool_tests(stack: StackConfig) -> list[dict[str, Any]]:
+    rules = _rules(stack)
+    tests = [*serve_tests(stack, rules), *platform_tests(stack, rules)]
     if "GpuMemoryNearFull" in rules:
-        gpu = {"gpu": "0", "Hostname": "gke-l4-1"}
-        tests.append(
-            {
-                "interval": "1m",
-                "input_series": [
-                    _series("DCGM_FI_DEV_FB_USED", gpu, "95x200"),
-                    _series("DCGM_FI_DEV_FB_FREE", gpu, "5x200"),
-                    _series("DCGM_FI_DEV_FB_USED", {**gpu, "gpu": "1"}, "50x200"),
-                    _series("DCGM_FI_DEV_FB_FREE", {**gpu, "gpu": "1"}, "50x200"),
-                    _series("DCGM_FI_DEV_GPU_UTIL", {**gpu, "pod": "embeddings-worker"}, "2x200"),
-                    _series("DCGM_FI_DEV_GPU_UTIL", {**gpu, "gpu": "1", "pod": "busy"}, "80x200"),
-                    _series("DCGM_FI_DEV_GPU_UTIL", {**gpu, "gpu": "2", "pod": ""}, "0x200"),
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "5m", "alertname": "GpuMemoryNearFull", "exp_alerts": []},
-                    {
-                        "eval_time": "15m",
-                        "alertname": "GpuMemoryNearFull",
-                        "exp_alerts": [_expected(rules["GpuMemoryNearFull"], gpu)],
-                    },
-                    {"eval_time": "50m", "alertname": "GpuAllocatedButIdle", "exp_alerts": []},
-                    {
-                        "eval_time": "150m",
-                        "alertname": "GpuAllocatedButIdle",
-                        "exp_alerts": [
-                            _expected(rules["GpuAllocatedButIdle"], {**gpu, "pod": "embeddings-worker"})
-                        ],
-                    },
-                ],
-            }
-        )  # fmt: skip
+        tests += gpu_tests(rules)
     if "GcsRedisMemoryHigh" in rules:
-        tests.append(
-            {
-                "interval": "1m",
-                "input_series": [
-                    _series("redis_memory_used_bytes", {"pod": "gcs-redis-0"}, "900x30"),
-                    _series("redis_memory_max_bytes", {"pod": "gcs-redis-0"}, "1000x30"),
-                ],
-                "alert_rule_test": [
-                    {"eval_time": "5m", "alertname": "GcsRedisMemoryHigh", "exp_alerts": []},
-                    {
-                        "eval_time": "15m",
-                        "alertname": "GcsRedisMemoryHigh",
-                        "exp_alerts": [_expected(rules["GcsRedisMemoryHigh"], {"pod": "gcs-redis-0"})],
-                    },
-                ],
-            }
-        )  # fmt: skip
+        tests += redis_tests(stack, rules)
+    tested = {check["alertname"] for test in tests for check in test["alert_rule_test"]}
+    assert tested == set(rules), f"rules without a promtool test: {set(rules) - tested}"
     return tests
 
 

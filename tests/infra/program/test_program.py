@@ -59,6 +59,7 @@ def test_component_type_tokens_follow_the_convention(program: tuple[str, Program
         "rayserve-gke:redis:GcsRedis",
         "rayserve-gke:ray:RayService",
         "rayserve-gke:observability:Monitoring",
+        "rayserve-gke:observability:CloudAlerts",
         "rayserve-gke:edge:Edge",
         "rayserve-gke:edge:NetworkPolicies",
         "rayserve-gke:release:UpgradeGuard",

@@ -165,7 +165,7 @@ def test_unchanged_and_serve_config_changes_do_not_warn() -> None:
 def test_a_worker_change_warns_in_dev() -> None:
     first = shared_run("dev")
     services = copy.deepcopy(_stack_values("dev")["rayserve-gke:services"])
-    services[0]["workerGroups"][1]["memory"] = "28Gi"
+    services[0]["workerGroups"][1]["memory"] = "20Gi"
     _, warnings = _second_run("dev", first, {"services": services})
     (warning,) = warnings
     assert "RayService 'serving' will start a NEW Ray cluster" in warning
