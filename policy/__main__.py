@@ -10,8 +10,10 @@ from pulumi_policy import (
     ReportViolation,
     ResourceValidationArgs,
     ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
 )
-from rules import RULES, Rule
+from rules import RULES, STACK_RULES, Rule, StackRule
 
 
 def _policy(rule: Rule) -> ResourceValidationPolicy:
@@ -34,4 +36,22 @@ def _policy(rule: Rule) -> ResourceValidationPolicy:
     )
 
 
-PolicyPack(name="rayserve-gke", policies=[_policy(rule) for rule in RULES])
+def _stack_policy(rule: StackRule) -> StackValidationPolicy:
+    def validate(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+        resources = [(r.resource_type, r.props) for r in args.resources]
+        for message in rule.check(resources, args.get_config() or {}):
+            report_violation(message, None)
+
+    return StackValidationPolicy(
+        name=rule.name,
+        description=rule.description,
+        validate=validate,
+        enforcement_level=EnforcementLevel.MANDATORY,
+        config_schema=PolicyConfigSchema(properties={rule.config_key: {"type": "boolean"}}),
+    )
+
+
+PolicyPack(
+    name="rayserve-gke",
+    policies=[*(_policy(rule) for rule in RULES), *(_stack_policy(r) for r in STACK_RULES)],
+)

@@ -8,8 +8,8 @@ as `pulumi preview --policy-pack policy` would):
 `resources.json` is a list of {"type", "urn", "name", "props"} (props as the engine sends
 them: secrets as Pulumi's secret objects, unknowns as Pulumi's unknown marker). The
 pack's `__main__.py` runs unchanged; its gRPC servicer is taken before it starts serving,
-configured like `--policy-pack-config`, and asked to `Analyze` every resource. Prints one
-JSON list of {"urn", "policy", "level", "message"}.
+configured like `--policy-pack-config`, asked to `Analyze` every resource, then to
+`AnalyzeStack` them all. Prints one JSON list of {"urn", "policy", "level", "message"}.
 """
 
 from __future__ import annotations
@@ -84,6 +84,26 @@ def analyze(servicer: Any, resources: list[dict[str, Any]], config: dict[str, An
                     "message": diagnostic.message,
                 }
             )
+    # Then the whole stack at once, as the engine does after the last resource.
+    stack = proto.AnalyzeStackRequest()
+    for resource in resources:
+        properties = struct_pb2.Struct()
+        json_format.ParseDict(resource["props"], properties)
+        stack.resources.append(
+            proto.AnalyzerResource(
+                type=resource["type"], properties=properties, urn=resource["urn"],
+                name=resource["name"],
+            )
+        )  # fmt: skip
+    for diagnostic in servicer.AnalyzeStack(stack, None).diagnostics:
+        found.append(
+            {
+                "urn": diagnostic.urn,
+                "policy": diagnostic.policyName,
+                "level": proto.EnforcementLevel.Name(diagnostic.enforcementLevel),
+                "message": diagnostic.message,
+            }
+        )
     return found
 
 

@@ -264,3 +264,97 @@ RULES = [
         pod_security_restricted,
     ),
 ]
+
+
+PDB = "kubernetes:policy/v1:PodDisruptionBudget"
+PRIORITY_CLASS = "kubernetes:scheduling.k8s.io/v1:PriorityClass"
+CLUSTER = "gcp:container/cluster:Cluster"
+StackResource = tuple[str, Mapping[str, Any]]  # (type, props)
+
+
+def _selects(budget: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
+    wanted = budget.get("spec", {}).get("selector", {}).get("matchLabels", {})
+    return bool(wanted) and all(labels.get(k) == v for k, v in wanted.items())
+
+
+def _rayservice_disruption_problems(
+    name: str, props: Mapping[str, Any], budgets: list[Mapping[str, Any]], classes: set[str]
+) -> list[str]:
+    namespace = props.get("metadata", {}).get("namespace")
+    cluster = props.get("spec", {}).get("rayClusterConfig", {})
+    pods = [("head", cluster.get("headGroupSpec", {}))]
+    pods += [
+        (f"worker group '{g.get('groupName')}'", g) for g in cluster.get("workerGroupSpecs", [])
+    ]
+    problems = []
+    for what, group in pods:
+        template = group.get("template", {})
+        labels = template.get("metadata", {}).get("labels", {})
+        priority = template.get("spec", {}).get("priorityClassName")
+        if priority not in classes:
+            problems.append(f"RayService {name}: {what} pods have no PriorityClass of this stack")
+        covering = [
+            b for b in budgets
+            if b.get("metadata", {}).get("namespace") == namespace and _selects(b, labels)
+        ]  # fmt: skip
+        if not covering:
+            problems.append(f"RayService {name}: no PodDisruptionBudget selects its {what} pods")
+        elif what == "head" and all(b["spec"].get("maxUnavailable") != 0 for b in covering):
+            problems.append(f"RayService {name}: the head's PodDisruptionBudget allows evictions")
+    return problems
+
+
+def production_disruption_controls(
+    resources: Sequence[StackResource], config: Mapping[str, Any]
+) -> list[str]:
+    """A production stack keeps Ray serving through node auto-upgrades: Ray pods carry
+    PriorityClasses and PodDisruptionBudgets (heads never evicted), and GKE upgrades only
+    in a maintenance window, by surge."""
+    if not config.get("requireDisruptionControls", False):
+        return []
+    budgets = [props for kind, props in resources if kind == PDB]
+    classes = {
+        props.get("metadata", {}).get("name") for kind, props in resources if kind == PRIORITY_CLASS
+    }
+    problems = []
+    for kind, props in resources:
+        if kind == RAYSERVICE:
+            name = props.get("metadata", {}).get("name", "?")
+            problems += _rayservice_disruption_problems(name, props, budgets, classes)
+        elif kind == CLUSTER:
+            policy = props.get("maintenancePolicy") or {}
+            if not (policy.get("recurringWindow") or policy.get("dailyMaintenanceWindow")):
+                problems.append(
+                    "the GKE cluster has no maintenance window: upgrades may come any time"
+                )
+        elif kind == NODE_POOL:
+            upgrades = props.get("upgradeSettings") or {}
+            pool = props.get("name", "?")
+            if not (props.get("management") or {}).get("autoUpgrade"):
+                problems.append(
+                    f"node pool {pool}: auto-upgrade is off (security patches never land)"
+                )
+            if upgrades.get("strategy", "SURGE") == "SURGE" and not upgrades.get("maxSurge"):
+                problems.append(
+                    f"node pool {pool}: upgrades take nodes down before new ones join (maxSurge 0)"
+                )
+    return problems
+
+
+@dataclass(frozen=True)
+class StackRule:
+    name: str
+    description: str
+    check: Callable[[Sequence[StackResource], Mapping[str, Any]], list[str]]
+    config_key: str
+
+
+STACK_RULES = [
+    StackRule(
+        "production-disruption-controls",
+        "Production Ray pods have PriorityClasses and PodDisruptionBudgets; GKE upgrades in a "
+        "maintenance window, by surge.",
+        production_disruption_controls,
+        "requireDisruptionControls",
+    ),
+]

@@ -203,3 +203,34 @@ def test_every_chart_the_program_installs_has_reviewed_images() -> None:
             if chart.type.startswith("kubernetes:helm.sh/"):
                 key = f"{chart.inputs['chart']} {chart.inputs['version']}"
                 assert key in REVIEWED_CHART_IMAGES, key
+
+
+@pytest.mark.slow
+def test_the_stack_policy_refuses_prod_without_disruption_controls(tmp_path: Path) -> None:
+    """The stack policy sees every resource at once: take away the Ray PodDisruptionBudgets
+    and the maintenance window, and prod is refused, per RayService and for the cluster."""
+    resources = []
+    for resource in _resources(shared_run("prod")):
+        if (
+            resource["type"] == "kubernetes:policy/v1:PodDisruptionBudget"
+            and "-ray-" in resource["name"]
+        ):
+            continue
+        if resource["type"] == "gcp:container/cluster:Cluster":
+            del resource["props"]["maintenancePolicy"]  # a fresh copy (_as_sent)
+        resources.append(resource)
+    found = [f for f in _analyze(tmp_path, resources, prod=True)
+             if f["policy"] == "production-disruption-controls"]  # fmt: skip
+    messages = sorted(f["message"].splitlines()[-1] for f in found)
+    assert messages == [
+        "RayService classifier: no PodDisruptionBudget selects its head pods",
+        "RayService classifier: no PodDisruptionBudget selects its worker group 'cpu' pods",
+        "RayService embeddings: no PodDisruptionBudget selects its head pods",
+        "RayService embeddings: no PodDisruptionBudget selects its worker group 'h100' pods",
+        "RayService embeddings: no PodDisruptionBudget selects its worker group 'l4' pods",
+        "the GKE cluster has no maintenance window: upgrades may come any time",
+    ]
+    assert {f["level"] for f in found} == {"MANDATORY"}
+    # dev is not held to it (no policy config), and prod as declared passes (above).
+    assert not [f for f in _analyze(tmp_path, resources, prod=False)
+                if f["policy"] == "production-disruption-controls"]  # fmt: skip

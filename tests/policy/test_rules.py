@@ -18,6 +18,7 @@ from policy.rules import (
     images_pinned_by_digest,
     no_load_balancer_services,
     pod_security_restricted,
+    production_disruption_controls,
     serve_auth_on,
 )
 
@@ -200,3 +201,59 @@ def test_the_pack_registers_every_rule() -> None:
     (pack,) = calls
     assert "RULES" in ast.unparse(pack)
     assert len({rule.name for rule in RULES}) == len(RULES) == 7
+
+
+def _ray_pod(priority: str | None, component: str) -> dict:
+    spec = {"priorityClassName": priority} if priority else {}
+    return {"template": {"metadata": {"labels": {"app": "x", "role": component}}, "spec": spec}}
+
+
+def _stack(*, head_budget: int | None = 0, window: bool = True, surge: int = 1) -> list:
+    rayservice = {
+        "metadata": {"name": "svc", "namespace": "ray"},
+        "spec": {"rayClusterConfig": {
+            "headGroupSpec": _ray_pod("pc-head", "head"),
+            "workerGroupSpecs": [{"groupName": "cpu", **_ray_pod("pc-worker", "worker")}],
+        }},
+    }  # fmt: skip
+    budgets = [
+        ("kubernetes:policy/v1:PodDisruptionBudget", {
+            "metadata": {"namespace": "ray"},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"role": "worker"}}},
+        }),
+    ]  # fmt: skip
+    if head_budget is not None:
+        budgets.append(("kubernetes:policy/v1:PodDisruptionBudget", {
+            "metadata": {"namespace": "ray"},
+            "spec": {"maxUnavailable": head_budget, "selector": {"matchLabels": {"role": "head"}}},
+        }))  # fmt: skip
+    return [
+        ("kubernetes:ray.io/v1:RayService", rayservice),
+        *budgets,
+        ("kubernetes:scheduling.k8s.io/v1:PriorityClass", {"metadata": {"name": "pc-head"}}),
+        ("kubernetes:scheduling.k8s.io/v1:PriorityClass", {"metadata": {"name": "pc-worker"}}),
+        ("gcp:container/cluster:Cluster",
+         {"maintenancePolicy": {"recurringWindow": {"recurrence": "FREQ=WEEKLY"}}} if window else {}),
+        ("gcp:container/nodePool:NodePool", {
+            "name": "cpu", "management": {"autoUpgrade": True},
+            "upgradeSettings": {"strategy": "SURGE", "maxSurge": surge},
+        }),
+    ]  # fmt: skip
+
+
+REQUIRED = {"requireDisruptionControls": True}
+
+
+def test_disruption_controls_pass_a_complete_stack_and_name_each_gap() -> None:
+    assert production_disruption_controls(_stack(), REQUIRED) == []
+    assert production_disruption_controls(_stack(head_budget=None, window=False), {}) == []
+    assert production_disruption_controls(_stack(head_budget=1), REQUIRED) == [
+        "RayService svc: the head's PodDisruptionBudget allows evictions"
+    ]
+    assert production_disruption_controls(_stack(head_budget=None), REQUIRED) == [
+        "RayService svc: no PodDisruptionBudget selects its head pods"
+    ]
+    assert production_disruption_controls(_stack(window=False, surge=0), REQUIRED) == [
+        "the GKE cluster has no maintenance window: upgrades may come any time",
+        "node pool cpu: upgrades take nodes down before new ones join (maxSurge 0)",
+    ]
