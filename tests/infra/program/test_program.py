@@ -49,6 +49,8 @@ def test_component_type_tokens_follow_the_convention(program: tuple[str, Program
     _, run = program
     tokens = {r.type for r in run.resources if r.type.startswith("rayserve-gke:")}
     assert tokens == {
+        "rayserve-gke:project:Apis",
+        "rayserve-gke:ray:Disruption",
         "rayserve-gke:network:Network",
         "rayserve-gke:cluster:GkeCluster",
         "rayserve-gke:k8s:KubernetesAccess",

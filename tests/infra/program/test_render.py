@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from infra.config.sources import load_stack_file
 from infra.gpu_operator import resource_quota_manifest
 from infra.program.render import KNOWN_AFTER_UP, charts_of, is_object, program_objects, render
 from infra.program.runner import reveal, run_program
@@ -47,7 +48,7 @@ def test_a_broken_rayservice_fails_validation(breakage: Any, where: str) -> None
 
 
 def test_a_broken_core_object_fails_validation() -> None:
-    statefulset = copy.deepcopy(in_cluster_manifests("ray")[1])
+    statefulset = copy.deepcopy(in_cluster_manifests(load_stack_file("dev"), "serving")[1])
     statefulset["spec"]["replicas"] = "one"
     assert validation_errors(statefulset)
     quota = resource_quota_manifest()

@@ -112,9 +112,10 @@ def test_serve_ingress_sets_the_data_plane_on_every_ray_pod(ingress: str) -> Non
 def test_gcs_fault_tolerance_per_redis_mode() -> None:
     (dev,) = _rayservices("dev")
     ft = dev["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
-    assert ft["redisAddress"] == "redis://gcs-redis.ray.svc.cluster.local:6379"
+    # Each service its own Redis (infra/redis.py), and its own password.
+    assert ft["redisAddress"] == "redis://serving-gcs-redis.ray.svc.cluster.local:6379"
     assert ft["redisPassword"] == {
-        "valueFrom": {"secretKeyRef": {"name": "gcs-redis-auth", "key": "password"}}
+        "valueFrom": {"secretKeyRef": {"name": "serving-gcs-redis-auth", "key": "password"}}
     }
     for prod in _rayservices("prod"):
         cluster = prod["spec"]["rayClusterConfig"]

@@ -184,7 +184,8 @@ exec "$@"
 
 
 def _user_namespaces() -> bool:
-    probe = ["unshare", "--user", "--map-root-user", "--mount", "--net", "true"]
+    probe = ["unshare", "--user", "--map-root-user", "--mount", "--net", "--pid", "--fork",
+             "--mount-proc", "true"]  # fmt: skip
     if shutil.which("unshare") is None:
         return False
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0
@@ -221,7 +222,10 @@ def test_ray_and_serve_run_with_only_the_pods_emptydirs_writable(tmp_path: Path)
         "WRITABLE_MOUNTS": json.dumps([m for m in writable if m != "/dev/shm"]),
         "TEST_API_KEY": key,
     }
+    # Its own PID namespace too: the driver's `ray stop --force` then sees (and stops) only
+    # the Ray it started, never another cluster on this machine (`make run`, other tests).
     command = ["unshare", "--user", "--map-root-user", "--mount", "--net"]
+    command += ["--pid", "--fork", "--mount-proc"]
     command += ["sh", "-c", _SETUP, "setup", sys.executable, str(DRIVER)]
     done = subprocess.run(
         command, env=env, capture_output=True, text=True, timeout=480, check=False
