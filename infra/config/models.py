@@ -108,6 +108,9 @@ class Deployment(_Model):
     # Bounded by default: an overloaded deployment answers 503 at once instead of
     # letting requests pile up until the load balancer times them out.
     max_queued_requests: int = Field(64, ge=1)
+    # The 503 an overloaded deployment answers says when to come back (`Retry-After`),
+    # which clients (rayserve_client) wait out instead of retrying at once.
+    retry_after_s: int = Field(1, ge=0, le=3600)
     ray_actor_options: RayActorOptions = RayActorOptions()
     user_config: dict[str, Any] = Field(default_factory=dict)
     # New replicas start before old ones stop on a restart (code or args change); without

@@ -55,28 +55,31 @@ HAPROXY_CONNECT_TIMEOUT_S = 5
 HAPROXY_LOG_TARGET = "127.0.0.1:514"
 
 
-def haproxy_env(request_timeout_s: int) -> dict[str, str]:
+def haproxy_env(request_timeout_s: int | None) -> dict[str, str]:
     """HAProxy's timeouts and log target, derived from the stack (`serveIngress: haproxy`)."""
-    server_timeout_s = request_timeout_s + HAPROXY_SERVER_TIMEOUT_MARGIN_S
-    return {
-        "RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S": str(server_timeout_s),
+    env = {
         "RAY_SERVE_HAPROXY_TIMEOUT_CONNECT_S": str(HAPROXY_CONNECT_TIMEOUT_S),
         # An idle client (the load balancer's kept-alive connection) like Serve's own
         # keep-alive, longer than the balancer's 600 s.
         "RAY_SERVE_HAPROXY_TIMEOUT_CLIENT_S": str(KEEP_ALIVE_TIMEOUT_S),
-        # After a reload the old HAProxy finishes its requests, then stops: never before
-        # the longest request may end, or a reload cuts it (Ray's default is 120 s, less
-        # than prod's 125 s server timeout).
-        "RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S": str(
-            server_timeout_s + HAPROXY_SERVER_TIMEOUT_MARGIN_S
-        ),
         "RAY_SERVE_HAPROXY_LOG_TARGET": HAPROXY_LOG_TARGET,
     }
+    if request_timeout_s is not None:
+        server_timeout_s = request_timeout_s + HAPROXY_SERVER_TIMEOUT_MARGIN_S
+        env["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] = str(server_timeout_s)
+        # After a reload the old HAProxy finishes its requests, then stops: never
+        # before the longest request may end, or the reload cuts it (Ray's default,
+        # 120 s, is shorter than prod's 125 s server timeout).
+        env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"] = str(
+            server_timeout_s + HAPROXY_SERVER_TIMEOUT_MARGIN_S
+        )
+    return env
 
 
 def ray_process_env(ingress: ServeIngress, request_timeout_s: int | None = None) -> dict[str, str]:
-    """The environment of every Ray process, on the cluster and under `make run` alike
-    (`request_timeout_s`: the stack's requestTimeoutS; its default when not given)."""
+    """The environment of every Ray process, on the cluster and under `make run` alike.
+    `request_timeout_s` is the stack's requestTimeoutS; without it HAProxy keeps Ray's
+    defaults for the timeouts derived from it."""
     env = {
         # The API-key middleware. Serve runs it in its proxy (`proxy`) or in the
         # ingress replicas' own HTTP servers (`haproxy`): either way every route but the
@@ -96,8 +99,6 @@ def ray_process_env(ingress: ServeIngress, request_timeout_s: int | None = None)
             "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(high),
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DIRECT_INGRESS_DRAIN_S),
         }
-        if request_timeout_s is None:
-            request_timeout_s = int(StackConfig.model_fields["request_timeout_s"].default)
         env |= haproxy_env(request_timeout_s)
     return env
 
@@ -113,6 +114,7 @@ def deployment_config(dep: Deployment) -> dict[str, Any]:
         "name": dep.name,
         "max_ongoing_requests": dep.max_ongoing_requests,
         "max_queued_requests": dep.max_queued_requests,
+        "backpressure_config": {"status_code": 503, "retry_after_s": dep.retry_after_s},
         "ray_actor_options": actor_options,
         "user_config": dict(dep.user_config),
         "max_surge_percent": dep.max_surge_percent,

@@ -207,12 +207,17 @@ def _embedder_counters(metrics_url: str) -> tuple[float, float, float]:
     return requests, batches, singles
 
 
-async def _concurrent_posts(url: str, bodies: list[dict], headers: dict[str, str]) -> list[int]:
+async def _concurrent_responses(
+    url: str, bodies: list[dict], headers: dict[str, str]
+) -> list[httpx.Response]:
     async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=64)) as client:
-        responses = await asyncio.gather(
-            *(client.post(url, json=b, headers=headers) for b in bodies)
+        return list(
+            await asyncio.gather(*(client.post(url, json=b, headers=headers) for b in bodies))
         )
-    return [r.status_code for r in responses]
+
+
+async def _concurrent_posts(url: str, bodies: list[dict], headers: dict[str, str]) -> list[int]:
+    return [r.status_code for r in await _concurrent_responses(url, bodies, headers)]
 
 
 def test_embedder_batches_concurrent_requests(make_run: MakeRun) -> None:
@@ -263,9 +268,12 @@ def test_small_queue_answers_503_under_overload_then_recovers(make_run: MakeRun)
     url = f"{make_run.url}/overload"
     slow = {"texts": [f"a long enough sentence to keep the model busy {i}" for i in range(400)]}
     start = time.monotonic()
-    statuses = asyncio.run(_concurrent_posts(url, [slow] * 12, make_run.auth()))
+    responses = asyncio.run(_concurrent_responses(url, [slow] * 12, make_run.auth()))
     elapsed = time.monotonic() - start
+    statuses = [r.status_code for r in responses]
     assert statuses.count(503) >= 8, statuses
+    # Each 503 says when to come back (the deployment's retryAfterS, 1 s by default).
+    assert {r.headers.get("retry-after") for r in responses if r.status_code == 503} == {"1"}
     assert set(statuses) <= {200, 503}
     assert 1 <= statuses.count(200) <= 4
     assert elapsed < 60
