@@ -86,8 +86,6 @@ def charts_of(run: ProgramRun) -> list[dict[str, Any]]:
     return [chart(r) for r in run.resources if r.type in HELM_TYPES]
 
 
-
-
 def program_objects(
     stack: str,
     overrides: Mapping[str, Any] | None = None,
