@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STACK ?= dev
 HTTP_PORT ?= 8000
+# Ray nodes for `make run`: 1 (the head serves), or e.g. 3 (a head and 2 workers, as on GKE).
+NODES ?= 1
 STATE_DIR ?= .run
 STAMP := $(VENV)/.installed-stamp
 # The policy pack's own virtualenv (where `pulumi preview --policy-pack policy` runs it).
@@ -15,11 +17,13 @@ SYSTEM_TOOLS ?=
 # Programs installed into the venv (node, npm, promtool, hadolint) come first.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: run stop status logs test test-tools unit bench render tree lint install lock clean
+.PHONY: run stop status logs test test-tools unit bench drills render tree lint install lock clean
 
-## run: serve the stack's apps (STACK=dev) on a local Ray cluster; Ctrl-C stops it
+## run: serve the stack's apps (STACK=dev) on a local Ray cluster (NODES=3: head + 2
+## workers); Ctrl-C stops it
 run: $(STAMP)
-	$(BIN)/python -m localrun --state-dir $(STATE_DIR) up --stack $(STACK) --http-port $(HTTP_PORT)
+	$(BIN)/python -m localrun --state-dir $(STATE_DIR) up --stack $(STACK) --http-port $(HTTP_PORT) \
+		--nodes $(NODES)
 
 ## stop: stop a cluster started by `make run` (from another terminal)
 stop: $(STAMP)
@@ -54,6 +58,11 @@ unit: $(STAMP)
 ## (about 15 min on 2 cores); writes docs/benchmarks.{md,png,json}. BENCH_ARGS=--help
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+## drills: faults and scaling under load, both serveIngress modes, on a head + 2 workers
+## (about 40 min on 2 cores); writes docs/reliability.{md,json}. DRILLS_ARGS=--help
+drills: $(STAMP)
+	$(BIN)/python -m drills $(DRILLS_ARGS)
 
 ## render: every Kubernetes object of STACK as YAML under rendered/STACK (no cloud needed)
 render: $(STAMP)

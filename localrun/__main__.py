@@ -24,7 +24,7 @@ from infra.config import PROJECT_ROOT, App, ConfigError, StackConfig
 from infra.config.sources import load_stack_file
 from infra.rayservice.serve_config import stack_serve_config
 from localrun.artifacts import prepare_artifacts
-from localrun.cluster import LocalCluster
+from localrun.cluster import LocalCluster, worker_name
 from localrun.localize import local_gpu_count, localize, logical_cpus_needed
 from localrun.processes import LocalRunError, kill_session, port_is_free, session_alive
 from localrun.serve_client import app_summary, applications, deploy, wait_until_running
@@ -105,6 +105,8 @@ def _start_and_deploy(
         say("==> --no-redis: GCS fault tolerance OFF")
     cluster.start_ray()
     say(f"==> ray head up; dashboard {cluster.state.dashboard_url}")
+    if cluster.state.workers:
+        say(f"==> {len(cluster.state.workers)} worker nodes up (no replica on the head, as on GKE)")
     deploy(cluster.state.dashboard_url, config)
     say("==> deploying " + ", ".join(a.name for a in apps))
     wait_until_running(
@@ -140,6 +142,8 @@ def _show_endpoints(
     for app in apps:
         say(f"{app.name}: {base}{app.route_prefix}")
         say(f"  {curl_line(base + app.route_prefix, key, examples.get(app.name))}")
+    for index, worker in enumerate(cluster.state.workers):
+        say(f"{worker_name(index)}'s ingress (a GKE worker pod's port 8000): {worker.http_url}")
     say(f"\nRay dashboard: {cluster.state.dashboard_url}")
     say("status: make status   stop: Ctrl-C here, or make stop")
 
@@ -162,6 +166,8 @@ def up(args: argparse.Namespace) -> int:
         use_redis=not args.no_redis,
         num_cpus=max(math.ceil(logical_cpus_needed(config)), 4),
         ingress=stack.serve_ingress,
+        worker_nodes=args.nodes - 1,
+        request_timeout_s=stack.request_timeout_s,
     )
     for note in [*notes, *filter(None, [cluster.ingress_note])]:
         say(f"==> note: {note}")
@@ -172,16 +178,34 @@ def up(args: argparse.Namespace) -> int:
         key = _start_and_deploy(cluster, config, apps, args)
         _show_endpoints(cluster, key, apps, examples, args)
         signal.signal(signal.SIGINT, _raise_stop)
-        while cluster.ray_running():
-            time.sleep(1)
-        say("==> the Ray head exited; stopping")
-        return 1
+        return _serve_until_stopped(cluster)
     except (_Stop, KeyboardInterrupt):
         say("\n==> stopping")
         return 0
     finally:
         cluster.stop()
         say("==> stopped: Ray and Redis are down")
+
+
+def _serve_until_stopped(cluster: LocalCluster) -> int:
+    """Keep the cluster up as Kubernetes would: a node that exits is started again (the
+    head on the same Redis, so the apps come back from the GCS store); without Redis a
+    head restart would lose every app, so the run stops instead."""
+    while True:
+        time.sleep(1)
+        for index in cluster.exited_workers():
+            say(f"==> {worker_name(index)} exited; starting it again (as KubeRay would)")
+            cluster.kill_worker(index)
+            cluster.start_worker(index)
+        if cluster.ray_running():
+            continue
+        if not cluster.use_redis:
+            say("==> the Ray head exited; stopping (no GCS fault tolerance without Redis)")
+            return 1
+        say("==> the Ray head exited; starting it again on the same Redis (as the kubelet would)")
+        cluster.kill_head(grace_s=0)
+        cluster.start_head()
+        say(f"==> ray head up again; dashboard {cluster.state.dashboard_url}")
 
 
 def _running_state(args: argparse.Namespace) -> ClusterState | None:
@@ -201,8 +225,8 @@ def down(args: argparse.Namespace) -> int:
         os.kill(state.runner_pid, signal.SIGTERM)
         with contextlib.suppress(psutil.Error):
             psutil.Process(state.runner_pid).wait(timeout=60)
-    for sid in (state.ray_sid, state.redis_sid):  # whatever is left if it could not
-        if sid is not None and session_alive(sid):
+    for sid in state.sessions():  # whatever is left if it could not
+        if session_alive(sid):
             kill_session(sid)
     if state.temp_dir:
         shutil.rmtree(state.temp_dir, ignore_errors=True)
@@ -270,6 +294,14 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--http-port", type=int, default=8000)
     start.add_argument("--timeout", type=float, default=600, help="seconds to wait for RUNNING")
     start.add_argument("--no-redis", action="store_true", help="run without GCS fault tolerance")
+    start.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        choices=range(1, 9),
+        metavar="N",
+        help="Ray nodes: the head, plus N-1 worker nodes with an ingress each (as on GKE)",
+    )
     commands.add_parser("down", help="stop the local cluster")
     commands.add_parser("status", help="show apps and replicas")
     show_logs = commands.add_parser(

@@ -34,16 +34,17 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def free_ports(count: int) -> list[int]:
-    """`count` distinct free ports, none of Ray's fixed ones: every socket stays bound
-    until all are picked (one pick after another may get the same port twice)."""
+def free_ports(count: int, exclude: frozenset[int] = frozenset()) -> list[int]:
+    """`count` distinct free ports, none of Ray's fixed ones nor `exclude` (ports already
+    handed out): every socket stays bound until all are picked (one pick after another
+    may get the same port twice)."""
     with contextlib.ExitStack() as stack:
         picked: list[int] = []
         while len(picked) < count:
             sock = stack.enter_context(socket.socket())
             sock.bind((LOCALHOST, 0))
             port = int(sock.getsockname()[1])
-            if port not in RAY_FIXED_PORTS:
+            if port not in RAY_FIXED_PORTS and port not in exclude:
                 picked.append(port)
         return picked
 
@@ -98,8 +99,8 @@ def kill_session(sid: int, grace_s: float = 10.0) -> int:
         return found
 
     procs = members()
-    for proc in procs:
-        _signal(proc, signal.SIGTERM)
+    for proc in procs:  # grace 0 is a crash: SIGKILL only, no SIGTERM handler runs
+        _signal(proc, signal.SIGTERM if grace_s > 0 else signal.SIGKILL)
     _, alive = psutil.wait_procs(procs, timeout=grace_s)
     for proc in alive + members():
         _signal(proc, signal.SIGKILL)

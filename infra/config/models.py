@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from infra.config import gpu_catalog
@@ -152,6 +152,10 @@ class Head(_Model):
 
 UpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
 ServeIngress = Literal["haproxy", "proxy"]
+# `serveIngress: auto`: production stacks get Ray's proxy, the others HAProxy. The
+# drills (docs/reliability.md) found HAProxy losing requests the proxy did not when a
+# worker node was lost, and scaling up later: production waits for that to change.
+INGRESS_AUTO = "auto"
 
 
 class UpgradeStrategy(_Model):
@@ -285,10 +289,12 @@ class StackConfig(_Model):
         "INFO", description="Serve log level (logs are JSON)."
     )
     serve_ingress: ServeIngress = Field(
-        "haproxy",
+        # Never kept: _resolve_ingress turns `auto` into a mode by `production`.
+        cast(ServeIngress, INGRESS_AUTO),
         description="Serve's HTTP data plane: `haproxy` (HAProxy in front of replicas that "
-        "serve HTTP themselves; 2x the one-text throughput of `proxy`, docs/benchmarks.md) "
-        "or `proxy` (Ray's Python proxy actor on every node).",
+        "serve HTTP themselves; 2x the one-text throughput of `proxy`, docs/benchmarks.md), "
+        "`proxy` (Ray's Python proxy actor on every node), or `auto`: `proxy` in production "
+        "stacks, `haproxy` elsewhere (docs/reliability.md).",
     )
     monitoring: bool = Field(True, description="Prometheus, Grafana and alerts.")
     log_shipping: bool = Field(True, description="Ship Serve's JSON logs from every pod.")
@@ -327,6 +333,21 @@ class StackConfig(_Model):
     )
     node_pools: list[NodePool] = Field(min_length=1)
     services: list[Service] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_ingress(cls, data: Any) -> Any:
+        """`serveIngress: auto` (the default) -> `proxy` in production, else `haproxy`."""
+        if not isinstance(data, dict):
+            return data
+        key = "serve_ingress" if "serve_ingress" in data else "serveIngress"
+        if data.get(key, INGRESS_AUTO) != INGRESS_AUTO:
+            return data
+        try:
+            production = TypeAdapter(bool).validate_python(data.get("production", False))
+        except ValidationError:
+            production = False  # the field itself reports the bad value
+        return {**data, key: "proxy" if production else "haproxy"}
 
     def all_apps(self) -> Iterator[tuple[Service, App]]:
         for service in self.services:

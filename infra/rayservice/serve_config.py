@@ -7,6 +7,7 @@ behaviour on a Ray upgrade without a diff.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from infra.config import (
@@ -103,7 +104,32 @@ def ray_process_env(ingress: ServeIngress, request_timeout_s: int | None = None)
     return env
 
 
-def deployment_config(dep: Deployment) -> dict[str, Any]:
+def direct_ingress_concurrency(dep: Deployment) -> tuple[int, int]:
+    """`(max_ongoing_requests, max_queued_requests)` for an autoscaling deployment that
+    takes HTTP itself (`serveIngress: haproxy`).
+
+    Behind HAProxy, Serve's autoscaler counts only the requests a replica is running
+    (at most max_ongoing_requests each), not the ones queued inside it, so one decision
+    can grow a deployment by at most maxOngoingRequests / targetOngoingRequests (a load
+    step took two upscale rounds where the proxy, which counts its queue, took one:
+    docs/reliability.md). Raised so that the minimum replicas can report enough to
+    justify the maximum in one decision, with the same admitted total per replica (the
+    excess comes off the queue), so overload still answers 503 at the same depth.
+    """
+    scale = dep.autoscaling
+    written = dep.max_ongoing_requests, dep.max_queued_requests
+    if scale is None:
+        return written
+    needed = math.ceil(
+        scale.target_ongoing_requests * scale.max_replicas / max(scale.min_replicas, 1)
+    )
+    ongoing = max(dep.max_ongoing_requests, needed)
+    queued = max(1, dep.max_queued_requests - (ongoing - dep.max_ongoing_requests))
+    return ongoing, queued
+
+
+def deployment_config(dep: Deployment, ingress: ServeIngress | None = None) -> dict[str, Any]:
+    """One deployment's config; `ingress` is given for an app's ingress deployment."""
     options = dep.ray_actor_options
     actor_options: dict[str, Any] = {"num_cpus": options.num_cpus, "num_gpus": options.num_gpus}
     if options.memory is not None:
@@ -133,18 +159,23 @@ def deployment_config(dep: Deployment) -> dict[str, Any]:
         }
         if scale.initial_replicas is not None:
             config["autoscaling_config"]["initial_replicas"] = scale.initial_replicas
+        if ingress == "haproxy":
+            ongoing, queued = direct_ingress_concurrency(dep)
+            config["max_ongoing_requests"], config["max_queued_requests"] = ongoing, queued
     else:
         config["num_replicas"] = dep.num_replicas if dep.num_replicas is not None else 1
     return config
 
 
-def application_config(app: App) -> dict[str, Any]:
+def application_config(app: App, ingress: ServeIngress | None = None) -> dict[str, Any]:
+    """One app's config; with `ingress`, a single deployment is tuned as the ingress one."""
+    single = ingress if len(app.deployments) == 1 else None
     return {
         "name": app.name,
         "route_prefix": normalize_route_prefix(app.route_prefix),
         "import_path": app.import_path,
         "args": dict(app.args),
-        "deployments": [deployment_config(d) for d in app.deployments],
+        "deployments": [deployment_config(d, single) for d in app.deployments],
     }
 
 
@@ -163,7 +194,7 @@ def serve_config(stack: StackConfig, service: Service) -> dict[str, Any]:
             "log_level": stack.log_level,
             "enable_access_log": True,
         },
-        "applications": [application_config(app) for app in service.apps],
+        "applications": [application_config(app, stack.serve_ingress) for app in service.apps],
     }
 
 

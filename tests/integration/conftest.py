@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -86,14 +85,11 @@ class MakeRun:
         return self.process.wait()
 
 
-@pytest.fixture(scope="module")
-def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
-    """The dev stack served on a local cluster with Redis, exactly as `make run` does."""
-    state_dir = tmp_path_factory.mktemp("run")
+def _make_run(state_dir: Path, *extra: str) -> Iterator[MakeRun]:
     http_port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "localrun", "--state-dir", str(state_dir), "up",
-         "--stack", "dev", "--http-port", str(http_port), "--timeout", "400"],
+         "--stack", "dev", "--http-port", str(http_port), "--timeout", "400", *extra],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
@@ -110,12 +106,24 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
             assert not session_alive(sid), f"stray processes in session {sid}"
 
 
+@pytest.fixture(scope="module")
+def make_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
+    """The dev stack served on a local cluster with Redis, exactly as `make run` does."""
+    yield from _make_run(tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture(scope="module")
+def make_run_three_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MakeRun]:
+    """`make run NODES=3`: the dev stack on a head (no replicas) and two worker nodes,
+    each with its own Serve ingress (`MakeRun.state.workers`)."""
+    yield from _make_run(tmp_path_factory.mktemp("run3"), "--nodes", "3")
+
+
 def _sessions(state_dir: Path) -> list[int]:
     try:
-        state = json.loads((state_dir / "state.json").read_text())
-    except (OSError, ValueError):
+        return ClusterState.load(state_dir / "state.json").sessions()
+    except (OSError, ValueError, KeyError, TypeError):
         return []
-    return [sid for sid in (state.get("ray_sid"), state.get("redis_sid")) if sid]
 
 
 def wait_for_status(url: str, status: int, timeout_s: float, **kwargs: object) -> float:

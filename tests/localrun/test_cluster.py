@@ -35,6 +35,25 @@ def test_haproxy_files_and_ports_are_each_clusters_own(tmp_path: Path) -> None:
         assert envs[0][f"RAY_SERVE_{name}"] != envs[1][f"RAY_SERVE_{name}"]
 
 
+def test_each_worker_node_gets_its_own_ingress_ports_and_the_stacks_timeout(
+    tmp_path: Path,
+) -> None:
+    # `make run NODES=3`: three HAProxys (or proxies) on one machine, one per node.
+    cluster = LocalCluster(
+        PROJECT_ROOT, tmp_path, namespace="t", worker_nodes=2, request_timeout_s=120
+    )
+    envs = [cluster.ray_env(), cluster.worker_env(0), cluster.worker_env(1)]
+    for name in ("HAPROXY_STATS_PORT", "HAPROXY_METRICS_PORT"):
+        assert len({env[f"RAY_SERVE_{name}"] for env in envs}) == 3
+    worker_ports = {env["RAY_SERVE_WORKER_PROXY_HTTP_PORT"] for env in envs[1:]}
+    assert len(worker_ports) == 2 and str(cluster.state.ports.http) not in worker_ports
+    for env in envs:
+        assert env["RAY_SERVE_HAPROXY_TIMEOUT_SERVER_S"] == "125"  # requestTimeoutS + 5
+    # As KubeRay gives worker pods under GCS fault tolerance: wait for a restarted head.
+    assert envs[1]["RAY_gcs_rpc_server_reconnect_timeout_s"] == "600"
+    assert "RAY_gcs_rpc_server_reconnect_timeout_s" not in envs[0]
+
+
 def test_serve_proxy_ingress_sets_no_haproxy_env(tmp_path: Path) -> None:
     env = LocalCluster(PROJECT_ROOT, tmp_path, namespace="t", ingress="proxy").ray_env()
     assert not any("HA_PROXY" in name or "HAPROXY" in name for name in env)

@@ -69,7 +69,9 @@ def test_rayservice_spec(stack_name: str) -> None:
             )
             assert env["RAYSERVE_API_KEYS_FILE"] == "/etc/rayserve/api-keys/keys.json"
             assert env["RAY_worker_niceness"] == "0"  # as `make run` and `make bench` run
-            assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"  # serveIngress defaults to haproxy
+            # serveIngress `auto`: HAProxy in dev, Ray's proxy in production stacks.
+            haproxy = env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+            assert haproxy is (stack.serve_ingress == "haproxy")
             assert {"readinessProbe", "livenessProbe", "lifecycle"} <= container.keys()
             assert pod["terminationGracePeriodSeconds"] >= 30
             secrets = {
