@@ -146,6 +146,7 @@ class DrillCluster:
         self.base_config = serve_config(self.stack, self.cluster.state.ports.http)
         self.apply(self.base_config)
         self.wait_replicas(REPLICAS)
+        self.wait_ingress()
 
     @property
     def dashboard(self) -> str:
@@ -220,6 +221,18 @@ class DrillCluster:
                 self.cluster.start_worker(index)
         self.apply(self.base_config)
         self.wait_replicas(REPLICAS)
+        self.wait_ingress()
+
+    def wait_ingress(self, timeout_s: float = 120) -> None:
+        """Until the ingress of every worker node that runs a replica is ready (routes
+        in): a drill starts from a cluster the load balancer sends to in full. (Serve
+        drains the ingress of a node left without replicas; so does the balancer.)"""
+        hosts = {w for w in (self.worker_of(r) for r in self.replicas()) if w is not None}
+        poll_until(
+            lambda: all(ingress_ready(base) for base in self.bases(sorted(hosts))),
+            timeout_s=timeout_s,
+            what="the ingress of every worker with a replica ready",
+        )
 
     def haproxy_spawns(self) -> int:
         """HAProxy starts and reloads so far, on every node (Ray logs each)."""
@@ -232,6 +245,14 @@ class DrillCluster:
 
 
 # -- load ------------------------------------------------------------------------------
+
+
+def ingress_ready(base: str, timeout_s: float = 2) -> bool:
+    """Whether a node's Serve ingress passes the worker pods' readiness probe."""
+    try:
+        return httpx.get(f"{base}/-/healthz", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 class Balancer:
@@ -253,19 +274,20 @@ class Balancer:
 
     def _probe(self) -> None:
         while not self._stop.wait(self.period_s):
-            for base in self.bases:
-                try:
-                    ok = httpx.get(f"{base}/-/healthz", timeout=self.timeout_s).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self._failures[base] = 0 if ok else self._failures[base] + 1
-                self.ready[base] = ok or self._failures[base] < self.threshold
+            self.probe_once()
+
+    def probe_once(self) -> None:
+        for base in self.bases:
+            ok = ingress_ready(base, self.timeout_s)
+            self._failures[base] = 0 if ok else self._failures[base] + 1
+            self.ready[base] = ok or self._failures[base] < self.threshold
 
     def pick(self) -> str:
         ready = [base for base in self.bases if self.ready[base]] or self.bases
         return ready[next(self._turn) % len(ready)] + self.route
 
     def __enter__(self) -> Balancer:
+        self.ready = {base: ingress_ready(base, self.timeout_s) for base in self.bases}
         self._thread.start()
         return self
 

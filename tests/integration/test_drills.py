@@ -25,8 +25,10 @@ from localrun.serve_client import wait_until_running
 from serve_apps.tabular_classifier.app import example_request
 from tests.integration.conftest import MakeRun
 
-# At most the requests in flight on what was lost: one per client.
-IN_FLIGHT = CLIENTS
+# What a crash may cost: the requests in flight on what was lost (one per client at
+# most), and as many again sent on kept-alive connections it closed before the data
+# plane noticed (HAProxy retries only refused connections, never a sent POST).
+LOST_AT_MOST = 2 * CLIENTS
 # A loaded 2-core machine answers late; the bound itself is what HAProxy enforces.
 SLACK_S = 5
 
@@ -47,7 +49,7 @@ def test_losing_a_replica_or_its_node_costs_at_most_the_requests_in_flight(
     haproxy_cluster.reset()
     record_property(result.drill, f"{result.outcome.ratio} {result.outcome.kinds}")
     assert result.outcome.total > 500
-    assert result.outcome.failed <= IN_FLIGHT, result
+    assert result.outcome.failed <= LOST_AT_MOST, result
     assert result.outcome.clean_after_s < 10, result
 
 
@@ -64,7 +66,7 @@ def test_a_hung_replica_holds_no_request_past_the_server_timeout(
     assert result.outcome.failed >= 1, "no request reached the stopped replica"
     assert result.outcome.max_latency_s <= bound_s + SLACK_S, result
     assert set(result.outcome.kinds) <= {"500"}, result  # HAProxy's 504, as Serve's 500
-    assert result.outcome.failed <= 2 * IN_FLIGHT, result
+    assert result.outcome.failed <= LOST_AT_MOST, result
 
 
 def test_make_run_three_nodes_restarts_a_crashed_head_while_workers_serve(
