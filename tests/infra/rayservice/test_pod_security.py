@@ -203,6 +203,10 @@ def test_ray_and_serve_run_with_only_the_pods_emptydirs_writable(tmp_path: Path)
     (rayservice,) = _rayservices("dev")
     head = _pods(rayservice)[0]
     writable = sorted(_writable_mounts(head), key=lambda m: m.count("/"))
+    hidden = [m for m in writable for path in (sys.executable, str(PROJECT_ROOT))
+              if Path(path).resolve().is_relative_to(m)]  # fmt: skip
+    if hidden:  # the emptyDir tmpfs would hide this checkout's own interpreter and code
+        pytest.skip(f"this checkout lives under {hidden[0]}, which the test mounts a tmpfs over")
     key = new_key()
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps({"test": hash_key(key)}))
