@@ -31,17 +31,20 @@ def run_mode(
     steps: list[StepResult] = []
     say(f"==> {mode}: starting a head and 2 worker nodes")
     with DrillCluster(mode, state_dir / mode, log=say) as dc:
-        for name in drills:
-            results.append(DRILLS[name](dc, timing))
-            dc.reset()
-        # Scaling times vary run to run (when metrics are pushed, how loaded the machine
-        # is), so each step runs more than once.
-        for _ in range(args.step_repeats):
-            if mode == "haproxy":
-                steps.append(autoscale_step(dc, untuned=True))
+        try:
+            for name in drills:
+                results.append(DRILLS[name](dc, timing))
                 dc.reset()
-            steps.append(autoscale_step(dc))
-            dc.reset()
+            # Scaling times vary run to run (when metrics are pushed, how loaded the
+            # machine is), so each step runs more than once.
+            for _ in range(args.step_repeats):
+                if mode == "haproxy":
+                    steps.append(autoscale_step(dc, untuned=True))
+                    dc.reset()
+                steps.append(autoscale_step(dc))
+                dc.reset()
+        except Exception as exc:  # a cluster that cannot be reset ends this mode only
+            say(f"==> {mode}: stopped early, the rest not run: {type(exc).__name__}: {exc}")
     return results, steps
 
 
@@ -59,7 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--smoke", action="store_true", help="shorter watches (a quick check)")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "docs" / "reliability.md")
+    parser.add_argument(
+        "--render", action="store_true", help="only write --out again from its .json (no run)"
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        saved, saved_steps, saved_meta = report.from_json(args.out.with_suffix(".json"))
+        report.write(args.out, saved, saved_steps, list(DRILLS), saved_meta)
+        return 0
     started = time.monotonic()
     results: list[DrillResult] = []
     steps: list[StepResult] = []
@@ -82,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         "lead_in_s": timing.lead_in_s,
         "clean_for_s": timing.clean_for_s,
         "smoke": args.smoke,
+        "command": " ".join(["python -m drills", *(sys.argv[1:] if argv is None else argv)]),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report.write(args.out, results, steps, args.drills, meta)

@@ -266,7 +266,7 @@ class Balancer:
         self.period_s = float(probe["periodSeconds"])
         self.timeout_s = float(probe["timeoutSeconds"])
         self.threshold = int(probe["failureThreshold"])
-        self.ready = dict.fromkeys(bases, True)
+        self.ready = dict.fromkeys(bases, False)
         self._failures = dict.fromkeys(bases, 0)
         self._turn = itertools.count()
         self._stop = threading.Event()
@@ -278,16 +278,22 @@ class Balancer:
 
     def probe_once(self) -> None:
         for base in self.bases:
-            ok = ingress_ready(base, self.timeout_s)
-            self._failures[base] = 0 if ok else self._failures[base] + 1
-            self.ready[base] = ok or self._failures[base] < self.threshold
+            self._observe(base, ingress_ready(base, self.timeout_s))
+
+    def _observe(self, base: str, ok: bool) -> None:
+        # Kubernetes' readiness: in after one success; out only after failureThreshold
+        # failures in a row; a node that is out stays out while it keeps failing.
+        self._failures[base] = 0 if ok else self._failures[base] + 1
+        self.ready[base] = ok or (self.ready[base] and self._failures[base] < self.threshold)
 
     def pick(self) -> str:
         ready = [base for base in self.bases if self.ready[base]] or self.bases
         return ready[next(self._turn) % len(ready)] + self.route
 
     def __enter__(self) -> Balancer:
-        self.ready = {base: ingress_ready(base, self.timeout_s) for base in self.bases}
+        # A node not ready when the load starts is out (a pod starts unready).
+        self.ready = dict.fromkeys(self.bases, False)
+        self.probe_once()
         self._thread.start()
         return self
 

@@ -68,9 +68,15 @@ def run(
     with Load(dc.bases(workers), dc.key, CLIENTS, client_timeout_s) as load:
         time.sleep(timing.lead_in_s)
         fault_at = time.perf_counter()
-        facts = fault()
+        try:
+            facts = fault()
+        except Exception as exc:  # Serve not recovering is a finding: record it, go on
+            facts = {"error": f"{type(exc).__name__}: {exc}"}
         facts["settled_s"] = round(time.perf_counter() - fault_at, 1)
-        load.wait_clean(timing.clean_for_s, timing.timeout_s)
+        try:
+            load.wait_clean(timing.clean_for_s, timing.timeout_s)
+        except Exception as exc:
+            facts.setdefault("error", f"{type(exc).__name__}: {exc}")
     result = DrillResult(name, dc.ingress, outcome(load.events, fault_at), facts=facts)
     dc.log(
         f"    {dc.ingress}: {name}: {result.outcome.ratio} failed"
@@ -245,6 +251,7 @@ class StepResult:
     mode: str
     variant: str
     max_ongoing_requests: int
+    aggregation: str  # how Serve reduces the request count over its look-back window
     first_decision_s: float | None
     first_replica_s: float | None
     all_replicas_s: float | None
@@ -258,8 +265,8 @@ def autoscale_step(
 ) -> StepResult:
     """1 client, then `clients` at once: when does Serve decide to scale, when do the
     new replicas serve, and in how many decisions does it reach the maximum; then back
-    to 1 client and down to one replica. `untuned`: the stack's maxOngoingRequests as
-    written, not what the generator makes of it for this ingress."""
+    to 1 client and down to one replica. `untuned`: the stack's maxOngoingRequests and
+    Ray's mean as written, not what the generator makes of them for this ingress."""
     stack = drill_stack(
         dc.ingress,
         EMBED,
@@ -277,6 +284,7 @@ def autoscale_step(
         written = stack.services[0].apps[0].deployments[0]
         deployment_of(config)["max_ongoing_requests"] = written.max_ongoing_requests
         deployment_of(config)["max_queued_requests"] = written.max_queued_requests
+        deployment_of(config)["autoscaling_config"].pop("aggregation_function", None)
     variant = "as written" if untuned else "generated"
     dc.log(f"    {dc.ingress}: autoscale step ({variant}) ...")
     dc.apply(config)
@@ -315,6 +323,7 @@ def autoscale_step(
         mode=dc.ingress,
         variant=variant,
         max_ongoing_requests=int(deployment_of(config)["max_ongoing_requests"]),
+        aggregation=deployment_of(config)["autoscaling_config"].get("aggregation_function", "mean"),
         first_decision_s=first_decision,
         first_replica_s=first_replica,
         all_replicas_s=all_replicas,

@@ -29,6 +29,7 @@ from localrun.processes import (
     LocalRunError,
     free_port,
     kill_session,
+    kill_sessions,
     wait_for_port,
     write_private,
 )
@@ -419,10 +420,13 @@ class LocalCluster:
         self.state.ray_sid = None
 
     def kill_ray(self, grace_s: float = 10.0) -> None:
-        """Stop the head, every worker node and every Ray process they started."""
-        self.kill_head(grace_s)
+        """Stop the head, every worker node and every Ray process they started (all
+        sessions at once: one grace period, not one per node)."""
+        sids = [self.state.ray_sid, *(w.sid for w in self.state.workers)]
+        kill_sessions([sid for sid in sids if sid is not None], grace_s)
+        self.kill_head(0)
         for index in range(len(self.state.workers)):
-            self.kill_worker(index, grace_s)
+            self.kill_worker(index, 0)
 
     def ray_running(self) -> bool:
         return self._ray is not None and self._ray.poll() is None

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 import psutil
@@ -87,12 +88,18 @@ def kill_session(sid: int, grace_s: float = 10.0) -> int:
     `ray start` was launched in, so the session id finds all of them. Returns how many
     processes were signalled.
     """
+    return kill_sessions([sid], grace_s)
+
+
+def kill_sessions(sids: Iterable[int], grace_s: float = 10.0) -> int:
+    """`kill_session` for several sessions at once: one grace period for all of them."""
+    wanted = set(sids)
 
     def members() -> list[psutil.Process]:
         found = []
         for proc in psutil.process_iter():
             try:
-                if os.getsid(proc.pid) == sid and proc.status() != psutil.STATUS_ZOMBIE:
+                if os.getsid(proc.pid) in wanted and proc.status() != psutil.STATUS_ZOMBIE:
                     found.append(proc)
             except (ProcessLookupError, PermissionError, psutil.Error):
                 continue

@@ -152,9 +152,9 @@ class Head(_Model):
 
 UpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
 ServeIngress = Literal["haproxy", "proxy"]
-# `serveIngress: auto`: production stacks get Ray's proxy, the others HAProxy. The
-# drills (docs/reliability.md) found HAProxy losing requests the proxy did not when a
-# worker node was lost, and scaling up later: production waits for that to change.
+# `serveIngress: auto`: production stacks get Ray's proxy, the others HAProxy. In the
+# drills (docs/reliability.md) HAProxy lost requests the proxy did not (a lost node, a
+# killed replica, replica churn) and scaled up later: production waits for that to change.
 INGRESS_AUTO = "auto"
 
 

@@ -104,6 +104,18 @@ def ray_process_env(ingress: ServeIngress, request_timeout_s: int | None = None)
     return env
 
 
+# How Serve's autoscaler reduces a deployment's request count over its look-back window
+# (30 s) behind HAProxy: the peak, not Ray's mean. Behind HAProxy the replicas report
+# their own series (no proxy counts for them), and under the mean a load step reached
+# the maximum in 2-5 decisions, in 57-122 s, and fell back as replicas joined; under the
+# peak it took one decision, 32-38 s, never fell back, as fast as the proxy (31-108 s):
+# docs/reliability.md. The cost: a burst counts for the whole window, so with
+# upscale_delay_s at most 30 s (the stacks' default) one sample above target can add
+# replicas (a longer delay asks for load within every 30 s of it), and scale-down waits
+# until the window's peak is below target.
+DIRECT_INGRESS_AGGREGATION = "max"
+
+
 def direct_ingress_concurrency(dep: Deployment) -> tuple[int, int]:
     """`(max_ongoing_requests, max_queued_requests)` for an autoscaling deployment that
     takes HTTP itself (`serveIngress: haproxy`).
@@ -162,6 +174,7 @@ def deployment_config(dep: Deployment, ingress: ServeIngress | None = None) -> d
         if ingress == "haproxy":
             ongoing, queued = direct_ingress_concurrency(dep)
             config["max_ongoing_requests"], config["max_queued_requests"] = ongoing, queued
+            config["autoscaling_config"]["aggregation_function"] = DIRECT_INGRESS_AGGREGATION
     else:
         config["num_replicas"] = dep.num_replicas if dep.num_replicas is not None else 1
     return config

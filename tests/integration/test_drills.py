@@ -17,7 +17,15 @@ import httpx
 import pytest
 
 from drills.harness import CLIENTS, REQUEST_TIMEOUT_S, DrillCluster, Load, outcome
-from drills.scenarios import SHORT, DrillResult, Timing, hung_replica, kill_replica, node_loss
+from drills.scenarios import (
+    SHORT,
+    STEP_AUTOSCALING,
+    DrillResult,
+    autoscale_step,
+    hung_replica,
+    kill_replica,
+    node_loss,
+)
 from infra.rayservice.serve_config import HAPROXY_SERVER_TIMEOUT_MARGIN_S
 from localrun.polling import poll_until
 from localrun.processes import kill_session
@@ -39,18 +47,19 @@ def haproxy_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DrillC
         yield dc
 
 
-@pytest.mark.parametrize("drill", [kill_replica, node_loss], ids=["replica-sigkill", "node-loss"])
-def test_losing_a_replica_or_its_node_costs_at_most_the_requests_in_flight(
-    haproxy_cluster: DrillCluster,
-    drill: Callable[[DrillCluster, Timing], DrillResult],
-    record_property: Callable[[str, object], None],
-) -> None:
-    result = drill(haproxy_cluster, SHORT)
-    haproxy_cluster.reset()
-    record_property(result.drill, f"{result.outcome.ratio} {result.outcome.kinds}")
+def _costs_at_most_what_was_in_flight(result: DrillResult) -> None:
     assert result.outcome.total > 500
     assert result.outcome.failed <= LOST_AT_MOST, result
     assert result.outcome.clean_after_s < 10, result
+
+
+def test_a_sigkilled_replica_costs_at_most_its_requests_in_flight(
+    haproxy_cluster: DrillCluster, record_property: Callable[[str, object], None]
+) -> None:
+    result = kill_replica(haproxy_cluster, SHORT)
+    haproxy_cluster.reset()
+    record_property(result.drill, f"{result.outcome.ratio} {result.outcome.kinds}")
+    _costs_at_most_what_was_in_flight(result)
 
 
 def test_a_hung_replica_holds_no_request_past_the_server_timeout(
@@ -60,13 +69,43 @@ def test_a_hung_replica_holds_no_request_past_the_server_timeout(
     # Stopped long enough that requests sent to it meet HAProxy's timeout.
     result = hung_replica(haproxy_cluster, SHORT, hold_s=bound_s + 5)
     haproxy_cluster.reset()
-    record_property("hung_replica", f"{result.outcome.ratio} max {result.outcome.max_latency_s}")
+    record_property(
+        "hung_replica",
+        f"{result.outcome.ratio} {result.outcome.kinds} max {result.outcome.max_latency_s}",
+    )
     # Without `timeout server` these requests would wait for the stopped process forever
     # (the clients here give up only after 4x the bound).
     assert result.outcome.failed >= 1, "no request reached the stopped replica"
     assert result.outcome.max_latency_s <= bound_s + SLACK_S, result
-    assert set(result.outcome.kinds) <= {"500"}, result  # HAProxy's 504, as Serve's 500
+    # Cut by HAProxy at the bound (its 504, as Serve's 500); the kill that ends the drill
+    # may close a few more.
+    assert result.outcome.kinds.get("500", 0) >= 1, result
     assert result.outcome.failed <= LOST_AT_MOST, result
+
+
+def test_a_load_step_behind_haproxy_reaches_max_replicas_in_one_decision(
+    haproxy_cluster: DrillCluster, record_property: Callable[[str, object], None]
+) -> None:
+    # 1 client, then 32, against the embedder autoscaling 1..4 at 8 ongoing each: the
+    # generated config (the window's peak, a maxOngoingRequests that can report 32) lets
+    # the first decision reach the maximum, as behind the proxy; Ray's mean took 2-5.
+    result = autoscale_step(haproxy_cluster, watch_s=150)
+    haproxy_cluster.reset()
+    record_property("autoscale-step", f"{result.targets} all at {result.all_replicas_s}")
+    assert result.aggregation == "max" and result.max_ongoing_requests == 32
+    assert result.targets[:2] == [1, STEP_AUTOSCALING.max_replicas], result
+    assert result.all_replicas_s is not None, result
+    assert result.outcome.failed == 0, result
+    assert result.downscaled_s is not None, result  # and back to one when the load went
+
+
+# Last on this cluster: the lost node comes back empty, so its ingress stays drained.
+def test_losing_a_worker_node_costs_at_most_its_requests_in_flight(
+    haproxy_cluster: DrillCluster, record_property: Callable[[str, object], None]
+) -> None:
+    result = node_loss(haproxy_cluster, SHORT)
+    record_property(result.drill, f"{result.outcome.ratio} {result.outcome.kinds}")
+    _costs_at_most_what_was_in_flight(result)
 
 
 def test_make_run_three_nodes_restarts_a_crashed_head_while_workers_serve(
