@@ -60,7 +60,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 ## drills: faults and scaling under load, both serveIngress modes, on a head + 2 workers
-## (about 30 min on 2 cores); writes docs/reliability.{md,json}. DRILLS_ARGS=--help
+## (about 40 min on 2 cores, 30 with --step-repeats 1); writes docs/reliability.{md,json}. DRILLS_ARGS=--help
 drills: $(STAMP)
 	$(BIN)/python -m drills $(DRILLS_ARGS)
 

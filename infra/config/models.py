@@ -153,8 +153,9 @@ class Head(_Model):
 UpgradeType = Literal["NewCluster", "NewClusterWithIncrementalUpgrade", "None"]
 ServeIngress = Literal["haproxy", "proxy"]
 # `serveIngress: auto`: production stacks get Ray's proxy, the others HAProxy. In the
-# drills (docs/reliability.md) HAProxy lost requests the proxy did not (a lost node, a
-# killed replica, replica churn) and scaled up later: production waits for that to change.
+# drills (docs/reliability.md) HAProxy lost the requests it had sent to a lost worker
+# node, where the proxy lost none: production waits for that to change (a test
+# recomputes this from the drills' JSON).
 INGRESS_AUTO = "auto"
 
 
