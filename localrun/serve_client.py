@@ -4,6 +4,7 @@ through Ray's own client (`ray.dashboard.modules.serve.sdk.ServeSubmissionClient
 from __future__ import annotations
 
 import functools
+import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -24,12 +25,20 @@ def _client(dashboard_url: str) -> ServeSubmissionClient:
     return ServeSubmissionClient(dashboard_url)
 
 
-def deploy(dashboard_url: str, config: dict[str, Any]) -> None:
-    """Apply a Serve config (declarative, like `serve deploy`)."""
-    try:
-        _client(dashboard_url).deploy_applications(config)
-    except RuntimeError as exc:  # Ray's client: "Request failed with status code ..."
-        raise LocalRunError(f"Serve rejected the config: {exc}") from None
+def deploy(dashboard_url: str, config: dict[str, Any], attempts: int = 3) -> None:
+    """Apply a Serve config (declarative, like `serve deploy`). The config is the whole
+    desired state, so sending it again is safe: a connection the dashboard closed before
+    answering (seen on a loaded machine) is retried, a refusal is not."""
+    for attempt in range(1, attempts + 1):
+        try:
+            _client(dashboard_url).deploy_applications(config)
+            return
+        except RuntimeError as exc:  # Ray's client: "Request failed with status code ..."
+            raise LocalRunError(f"Serve rejected the config: {exc}") from None
+        except requests.ConnectionError:
+            if attempt == attempts:
+                raise
+            time.sleep(attempt)
 
 
 def applications(dashboard_url: str) -> dict[str, Any]:
