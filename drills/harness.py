@@ -291,9 +291,7 @@ class Balancer:
         return ready[next(self._turn) % len(ready)] + self.route
 
     def __enter__(self) -> Balancer:
-        # A node not ready when the load starts is out (a pod starts unready).
-        self.ready = dict.fromkeys(self.bases, False)
-        self.probe_once()
+        self.probe_once()  # every node starts out, as a pod starts unready
         self._thread.start()
         return self
 

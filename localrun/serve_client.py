@@ -4,7 +4,6 @@ through Ray's own client (`ray.dashboard.modules.serve.sdk.ServeSubmissionClient
 from __future__ import annotations
 
 import functools
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -25,20 +24,25 @@ def _client(dashboard_url: str) -> ServeSubmissionClient:
     return ServeSubmissionClient(dashboard_url)
 
 
-def deploy(dashboard_url: str, config: dict[str, Any], attempts: int = 3) -> None:
+def deploy(dashboard_url: str, config: dict[str, Any], timeout_s: float = 10) -> None:
     """Apply a Serve config (declarative, like `serve deploy`). The config is the whole
     desired state, so sending it again is safe: a connection the dashboard closed before
     answering (seen on a loaded machine) is retried, a refusal is not."""
-    for attempt in range(1, attempts + 1):
+
+    def apply() -> bool:
         try:
             _client(dashboard_url).deploy_applications(config)
-            return
         except RuntimeError as exc:  # Ray's client: "Request failed with status code ..."
             raise LocalRunError(f"Serve rejected the config: {exc}") from None
-        except requests.ConnectionError:
-            if attempt == attempts:
-                raise
-            time.sleep(attempt)
+        return True
+
+    poll_until(
+        apply,
+        timeout_s=timeout_s,
+        interval_s=1,
+        ignore=(requests.ConnectionError,),
+        what="the dashboard to take the Serve config",
+    )
 
 
 def applications(dashboard_url: str) -> dict[str, Any]:

@@ -19,7 +19,6 @@ def balancer(monkeypatch: pytest.MonkeyPatch) -> Balancer:
     monkeypatch.setattr(harness, "ingress_ready", lambda base, timeout_s=2: state[base])
     b = Balancer([UP, DOWN], "/route")
     b.state = state  # type: ignore[attr-defined]  # the probes' answers, for the test
-    b.ready = dict.fromkeys(b.bases, False)
     b.probe_once()  # what __enter__ does, without the probe thread
     return b
 

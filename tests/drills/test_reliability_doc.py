@@ -69,7 +69,6 @@ def test_haproxy_as_generated_scales_up_at_least_as_fast_as_the_proxy(
         # upscale delay (5 s) and replica starts, with slack for two loaded cores.
         assert s.first_replica_s is not None and s.first_replica_s <= FIRST_REPLICA_BOUND_S
         assert s.all_replicas_s is not None and s.all_replicas_s <= ALL_REPLICAS_BOUND_S
-        assert s.all_replicas_s is not None, s  # reached max_replicas within the watch
         assert s.targets[:2] == [1, STEP_AUTOSCALING.max_replicas], s  # in one decision
     reached = [s.all_replicas_s for s in proxy if s.all_replicas_s is not None]
     assert mean(s.all_replicas_s or 0 for s in generated) <= mean(reached)
